@@ -1,0 +1,474 @@
+//! The attribution pipeline: configure → featurise each checkpoint → finalise → score.
+//!
+//! ```text
+//! Trak::builder()…build()          configuration (k, projector, seed, ridge, batch size)
+//!   └ trak.featurizer()            TrainFeatures: empty
+//!       └ .featurize(id, model, train)   per checkpoint: Φ_m = projected ∇f, Q_m
+//!       └ .finalize()              TrakIndex: K_m = Φ_mᵀΦ_m, λ_m, Cholesky of K_m + λ_m I
+//!           └ .score(&[(id, model)], targets)   τ = (1/M Σ_m Φ_m A_m⁻¹ Ψ_mᵀ) ⊙ mean_m Q_m
+//! ```
+//!
+//! Scores are an **n_train × n_targets** matrix: entry (i, j) is the attribution of training
+//! example i to target j; positive means including example i raises the target's model output.
+
+use std::collections::BTreeMap;
+
+use ndarray::{Array1, Array2, ArrayView1, ArrayView2, Axis, s};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::kernel::{Factor, Ridge, add_scores, gram};
+use crate::model::Model;
+use crate::project::{self, ProjectorKind};
+
+/// Attribution settings. Build with [`Trak::builder`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Trak {
+    proj_dim: usize,
+    projector: ProjectorKind,
+    seed: u64,
+    ridge: Ridge,
+    batch_size: usize,
+}
+
+/// Builder for [`Trak`]. Defaults: k = 2048, Rademacher projection, seed 0,
+/// [`Ridge::default`], batch size 64.
+#[derive(Debug, Clone)]
+pub struct TrakBuilder {
+    cfg: Trak,
+}
+
+impl Default for TrakBuilder {
+    fn default() -> Self {
+        Self {
+            cfg: Trak {
+                proj_dim: 2048,
+                projector: ProjectorKind::default(),
+                seed: 0,
+                ridge: Ridge::default(),
+                batch_size: 64,
+            },
+        }
+    }
+}
+
+impl TrakBuilder {
+    /// Projection dimension k (ignored by [`ProjectorKind::Identity`], where k = p).
+    pub fn proj_dim(mut self, k: usize) -> Self {
+        self.cfg.proj_dim = k;
+        self
+    }
+    /// Projector kind.
+    pub fn projector(mut self, kind: ProjectorKind) -> Self {
+        self.cfg.projector = kind;
+        self
+    }
+    /// Seed of the random projection (the matrix of checkpoint c is keyed by (seed, c)).
+    pub fn seed(mut self, seed: u64) -> Self {
+        self.cfg.seed = seed;
+        self
+    }
+    /// Ridge λ (relative to trace/k by default).
+    pub fn ridge(mut self, ridge: Ridge) -> Self {
+        self.cfg.ridge = ridge;
+        self
+    }
+    /// Examples per model call and projection batch. Larger batches amortise the generation
+    /// of the projection matrix; memory is batch × p floats. Results do not depend on it.
+    pub fn batch_size(mut self, b: usize) -> Self {
+        self.cfg.batch_size = b;
+        self
+    }
+    /// Validates and returns the configuration.
+    pub fn build(self) -> Result<Trak> {
+        let c = &self.cfg;
+        if c.proj_dim == 0 && c.projector != ProjectorKind::Identity {
+            return Err(Error::InvalidConfig(
+                "projection dimension k must be positive".into(),
+            ));
+        }
+        if c.batch_size == 0 {
+            return Err(Error::InvalidConfig("batch size must be positive".into()));
+        }
+        c.ridge.validate()?;
+        Ok(self.cfg)
+    }
+}
+
+impl Trak {
+    /// A builder with the defaults.
+    pub fn builder() -> TrakBuilder {
+        TrakBuilder::default()
+    }
+
+    /// Projection dimension k as configured.
+    pub fn proj_dim(&self) -> usize {
+        self.proj_dim
+    }
+
+    /// Projector kind.
+    pub fn projector(&self) -> ProjectorKind {
+        self.projector
+    }
+
+    /// Projection seed.
+    pub fn seed(&self) -> u64 {
+        self.seed
+    }
+
+    /// Ridge rule.
+    pub fn ridge(&self) -> Ridge {
+        self.ridge
+    }
+
+    /// Featurisation batch size.
+    pub fn batch_size(&self) -> usize {
+        self.batch_size
+    }
+
+    /// An empty collection of per-checkpoint training features.
+    pub fn featurizer(&self) -> TrainFeatures {
+        TrainFeatures {
+            cfg: self.clone(),
+            n: None,
+            ckpts: BTreeMap::new(),
+        }
+    }
+
+    /// Projected output gradients of `examples` under `model` at `checkpoint` (n × k), and Q
+    /// if `with_q`. `set` names the set in error messages.
+    fn project_set<M: Model>(
+        &self,
+        checkpoint: u64,
+        model: &M,
+        examples: &[M::Example],
+        set: &'static str,
+        with_q: bool,
+    ) -> Result<(Array2<f32>, Array1<f32>)> {
+        let p = model.num_params();
+        if p == 0 {
+            return Err(Error::InvalidConfig("the model has no parameters".into()));
+        }
+        let proj = project::build(self.projector, p, self.proj_dim, self.seed)?;
+        let k = proj.output_dim();
+        let n = examples.len();
+        let bs = self.batch_size.min(n.max(1));
+        let mut feats = Array2::<f32>::zeros((n, k));
+        let mut q = Array1::<f32>::zeros(if with_q { n } else { 0 });
+        let mut grads = Array2::<f32>::zeros((bs, p));
+        for (bi, batch) in examples.chunks(bs).enumerate() {
+            let start = bi * bs;
+            let len = batch.len();
+            let mut g = grads.slice_mut(s![..len, ..]);
+            model.output_grads(batch, g.view_mut())?;
+            if let Some(flat) = g.iter().position(|v| !v.is_finite()) {
+                return Err(Error::NonFiniteGradient {
+                    set,
+                    example: start + flat / p,
+                    checkpoint,
+                    param: flat % p,
+                });
+            }
+            proj.project(
+                checkpoint,
+                g.view(),
+                feats.slice_mut(s![start..start + len, ..]),
+            )?;
+            if with_q {
+                let mut qb = q.slice_mut(s![start..start + len]);
+                model.output_q(batch, qb.view_mut())?;
+                if let Some(i) = qb.iter().position(|v| !v.is_finite()) {
+                    return Err(Error::NonFiniteQ {
+                        example: start + i,
+                        checkpoint,
+                    });
+                }
+            }
+        }
+        Ok((feats, q))
+    }
+
+    /// Projected output gradients of `examples` (n × k) under `model` at `checkpoint`: the same
+    /// features the pipeline uses for targets. Useful for baselines (e.g. gradient similarity).
+    pub fn features<M: Model>(
+        &self,
+        checkpoint: u64,
+        model: &M,
+        examples: &[M::Example],
+    ) -> Result<Array2<f32>> {
+        if examples.is_empty() {
+            return Err(Error::Empty("example set"));
+        }
+        Ok(self
+            .project_set(checkpoint, model, examples, "target", false)?
+            .0)
+    }
+}
+
+/// Training features of one checkpoint.
+#[derive(Debug, Clone)]
+struct CkptFeatures {
+    phi: Array2<f32>,
+    q: Array1<f32>,
+}
+
+/// Per-checkpoint training features Φ_m (n × k) and Q_m (n), before finalisation.
+#[derive(Debug, Clone)]
+pub struct TrainFeatures {
+    cfg: Trak,
+    n: Option<usize>,
+    ckpts: BTreeMap<u64, CkptFeatures>,
+}
+
+impl TrainFeatures {
+    /// Featurises the training set under `model`, the checkpoint with id `checkpoint`: every
+    /// example's output gradient is projected with the checkpoint's matrix, and its Q recorded.
+    /// All checkpoints must see the same training set (same size, same order).
+    pub fn featurize<M: Model>(
+        &mut self,
+        checkpoint: u64,
+        model: &M,
+        train: &[M::Example],
+    ) -> Result<()> {
+        if train.is_empty() {
+            return Err(Error::Empty("training set"));
+        }
+        if let Some(n) = self.n.filter(|&n| n != train.len()) {
+            return Err(Error::TrainSizeMismatch {
+                expected: n,
+                got: train.len(),
+            });
+        }
+        if self.ckpts.contains_key(&checkpoint) {
+            return Err(Error::DuplicateCheckpoint(checkpoint));
+        }
+        let (phi, q) = self
+            .cfg
+            .project_set(checkpoint, model, train, "training", true)?;
+        self.n = Some(train.len());
+        self.ckpts.insert(checkpoint, CkptFeatures { phi, q });
+        Ok(())
+    }
+
+    /// Ids of the checkpoints featurised so far, ascending.
+    pub fn checkpoints(&self) -> Vec<u64> {
+        self.ckpts.keys().copied().collect()
+    }
+
+    /// Φ of a checkpoint (n × k), if featurised.
+    pub fn features(&self, checkpoint: u64) -> Option<ArrayView2<'_, f32>> {
+        self.ckpts.get(&checkpoint).map(|c| c.phi.view())
+    }
+
+    /// Q of a checkpoint (length n), if featurised.
+    pub fn q(&self, checkpoint: u64) -> Option<ArrayView1<'_, f32>> {
+        self.ckpts.get(&checkpoint).map(|c| c.q.view())
+    }
+
+    /// Computes each checkpoint's Gram matrix, ridge and Cholesky factor.
+    pub fn finalize(self) -> Result<TrakIndex> {
+        if self.ckpts.is_empty() {
+            return Err(Error::Empty(
+                "featurised checkpoints (call featurize first)",
+            ));
+        }
+        let mut ckpts = BTreeMap::new();
+        for (id, c) in self.ckpts {
+            let k_mat = gram(c.phi.view());
+            let k = k_mat.nrows();
+            let trace: f64 = k_mat.diag().sum();
+            let lambda = self.cfg.ridge.lambda(trace, k);
+            let factor = Factor::new(k_mat.view(), lambda, id)?;
+            ckpts.insert(
+                id,
+                IndexedCkpt {
+                    phi: c.phi,
+                    q: c.q,
+                    factor,
+                },
+            );
+        }
+        Ok(TrakIndex {
+            cfg: self.cfg,
+            n: self.n.expect("set with the first checkpoint"),
+            ckpts,
+        })
+    }
+}
+
+#[derive(Debug, Clone)]
+struct IndexedCkpt {
+    phi: Array2<f32>,
+    q: Array1<f32>,
+    factor: Factor,
+}
+
+/// Finalised training features, ready to score any number of target sets.
+#[derive(Debug, Clone)]
+pub struct TrakIndex {
+    cfg: Trak,
+    n: usize,
+    ckpts: BTreeMap<u64, IndexedCkpt>,
+}
+
+impl TrakIndex {
+    /// Number of training examples n.
+    pub fn n_train(&self) -> usize {
+        self.n
+    }
+
+    /// Ids of the finalised checkpoints, ascending.
+    pub fn checkpoints(&self) -> Vec<u64> {
+        self.ckpts.keys().copied().collect()
+    }
+
+    /// The ridge λ used for a checkpoint.
+    pub fn lambda(&self, checkpoint: u64) -> Result<f64> {
+        Ok(self.get(checkpoint)?.factor.lambda())
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Trak {
+        &self.cfg
+    }
+
+    fn get(&self, checkpoint: u64) -> Result<&IndexedCkpt> {
+        self.ckpts
+            .get(&checkpoint)
+            .ok_or(Error::UnknownCheckpoint(checkpoint))
+    }
+
+    /// Un-weighted scores of one checkpoint, S_m = Φ_m (Φ_mᵀΦ_m + λI)⁻¹ Ψ_mᵀ (n × m, f64).
+    pub fn checkpoint_scores<M: Model>(
+        &self,
+        checkpoint: u64,
+        model: &M,
+        targets: &[M::Example],
+    ) -> Result<Array2<f64>> {
+        let mut acc = Array2::zeros((self.n, targets.len()));
+        self.add_checkpoint_scores(checkpoint, model, targets, &mut acc)?;
+        Ok(acc)
+    }
+
+    fn add_checkpoint_scores<M: Model>(
+        &self,
+        checkpoint: u64,
+        model: &M,
+        targets: &[M::Example],
+        acc: &mut Array2<f64>,
+    ) -> Result<()> {
+        if targets.is_empty() {
+            return Err(Error::Empty("target set"));
+        }
+        let ck = self.get(checkpoint)?;
+        let (psi, _) = self
+            .cfg
+            .project_set(checkpoint, model, targets, "target", false)?;
+        if psi.ncols() != ck.phi.ncols() {
+            return Err(crate::error::shape_err(
+                "target features (model has a different parameter count from featurisation)",
+                ck.phi.ncols(),
+                psi.ncols(),
+            ));
+        }
+        let y = ck.factor.solve_targets(psi.view())?;
+        add_scores(ck.phi.view(), &y, acc)
+    }
+
+    /// TRAK scores of `targets` from the ensemble `checkpoints` (each an id given to
+    /// [`TrainFeatures::featurize`] and the model at that checkpoint):
+    ///
+    /// τ = (1/M Σ_m S_m) ⊙ Q̄,  Q̄_i = 1/M Σ_m Q_{m,i},
+    ///
+    /// with S_m from [`TrakIndex::checkpoint_scores`] and Q̄ broadcast over targets. Any
+    /// non-empty subset of the featurised checkpoints may be used; Q̄ is averaged over the
+    /// same subset. Returns an n_train × n_targets matrix.
+    pub fn score<M: Model>(
+        &self,
+        checkpoints: &[(u64, &M)],
+        targets: &[M::Example],
+    ) -> Result<Scores> {
+        if checkpoints.is_empty() {
+            return Err(Error::Empty("checkpoint list"));
+        }
+        if targets.is_empty() {
+            return Err(Error::Empty("target set"));
+        }
+        for (i, (id, _)) in checkpoints.iter().enumerate() {
+            self.get(*id)?;
+            if checkpoints[..i].iter().any(|(other, _)| other == id) {
+                return Err(Error::DuplicateCheckpoint(*id));
+            }
+        }
+        let mut acc = Array2::<f64>::zeros((self.n, targets.len()));
+        let mut qsum = Array1::<f64>::zeros(self.n);
+        for &(id, model) in checkpoints {
+            self.add_checkpoint_scores(id, model, targets, &mut acc)?;
+            qsum.zip_mut_with(&self.get(id)?.q, |s, &q| *s += q as f64);
+        }
+        let m = checkpoints.len() as f64;
+        let values = Array2::from_shape_fn(acc.raw_dim(), |(i, j)| {
+            ((acc[(i, j)] / m) * (qsum[i] / m)) as f32
+        });
+        Ok(Scores { values })
+    }
+}
+
+/// Attribution scores: an n_train × n_targets matrix (row i = training example i,
+/// column j = target j).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Scores {
+    values: Array2<f32>,
+}
+
+impl Scores {
+    /// Wraps a score matrix (n_train × n_targets).
+    pub fn new(values: Array2<f32>) -> Self {
+        Self { values }
+    }
+
+    /// The n_train × n_targets matrix.
+    pub fn values(&self) -> ArrayView2<'_, f32> {
+        self.values.view()
+    }
+
+    /// The matrix, by value.
+    pub fn into_inner(self) -> Array2<f32> {
+        self.values
+    }
+
+    /// Number of training examples (rows).
+    pub fn n_train(&self) -> usize {
+        self.values.nrows()
+    }
+
+    /// Number of targets (columns).
+    pub fn n_targets(&self) -> usize {
+        self.values.ncols()
+    }
+
+    /// Scores of every training example for target `j`.
+    pub fn target(&self, j: usize) -> ArrayView1<'_, f32> {
+        self.values.column(j)
+    }
+
+    /// For each target, its `k` highest-scoring training examples as (index, score), best
+    /// first (ties broken by the lower index). Returns fewer than `k` if n_train < k.
+    pub fn top_k(&self, k: usize) -> Vec<Vec<(usize, f32)>> {
+        self.values
+            .axis_iter(Axis(1))
+            .map(|col| {
+                let mut idx: Vec<usize> = (0..col.len()).collect();
+                let cmp = |a: &usize, b: &usize| col[*b].total_cmp(&col[*a]).then(a.cmp(b));
+                let kk = k.min(idx.len());
+                if kk == 0 {
+                    return Vec::new();
+                }
+                idx.select_nth_unstable_by(kk - 1, cmp);
+                idx.truncate(kk);
+                idx.sort_by(cmp);
+                idx.into_iter().map(|i| (i, col[i])).collect()
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,137 @@
+//! The crate's error type.
+//!
+//! Every fallible public function returns [`Result`]. Bad input (shapes, labels, non-finite
+//! numbers, empty sets, unknown checkpoints, unreadable files) is reported as a specific
+//! [`Error`] variant, never as a panic.
+
+use std::path::PathBuf;
+
+/// Shorthand for `std::result::Result<T, trak::Error>`.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in `trak`.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A configuration value is out of its domain (k = 0, batch size 0, negative ridge, …).
+    #[error("invalid configuration: {0}")]
+    InvalidConfig(String),
+
+    /// An array or slice does not have the shape the operation needs.
+    #[error("shape mismatch in {what}: expected {expected}, got {got}")]
+    ShapeMismatch {
+        /// Which argument or buffer.
+        what: &'static str,
+        /// The expected shape, written out.
+        expected: String,
+        /// The shape that was passed.
+        got: String,
+    },
+
+    /// A set that must hold at least one element is empty.
+    #[error("empty input: {0}")]
+    Empty(&'static str),
+
+    /// A model returned a NaN or infinite output gradient.
+    #[error(
+        "non-finite output gradient for {set} example {example} (checkpoint {checkpoint}, parameter {param})"
+    )]
+    NonFiniteGradient {
+        /// `"training"` or `"target"`.
+        set: &'static str,
+        /// Index of the offending example in the set that was passed.
+        example: usize,
+        /// Checkpoint id.
+        checkpoint: u64,
+        /// Index of the first offending parameter.
+        param: usize,
+    },
+
+    /// A model returned a NaN or infinite Q value (∂loss/∂output).
+    #[error("non-finite Q value for training example {example} (checkpoint {checkpoint})")]
+    NonFiniteQ {
+        /// Index of the offending training example.
+        example: usize,
+        /// Checkpoint id.
+        checkpoint: u64,
+    },
+
+    /// Non-finite numbers in user-provided input data or parameters.
+    #[error("non-finite value in {what} at index {index}")]
+    NonFiniteInput {
+        /// What contained the value.
+        what: &'static str,
+        /// Flat index of the first offending value.
+        index: usize,
+    },
+
+    /// A label or regression target does not fit the model's output function.
+    #[error("invalid target for example {example}: {reason}")]
+    InvalidTarget {
+        /// Index of the example in the batch or dataset that was passed.
+        example: usize,
+        /// What is wrong with it.
+        reason: String,
+    },
+
+    /// Scoring asked for a checkpoint id that was never featurised.
+    #[error("checkpoint {0} was not featurised")]
+    UnknownCheckpoint(u64),
+
+    /// The same checkpoint id was given twice where each must appear once.
+    #[error("checkpoint {0} given more than once")]
+    DuplicateCheckpoint(u64),
+
+    /// The training set passed for a checkpoint has a different size from earlier ones.
+    #[error("training set size mismatch: earlier checkpoints used {expected} examples, got {got}")]
+    TrainSizeMismatch {
+        /// Size used by earlier checkpoints.
+        expected: usize,
+        /// Size passed now.
+        got: usize,
+    },
+
+    /// The regularised kernel matrix ΦᵀΦ + λI is not (numerically) positive definite.
+    #[error(
+        "kernel matrix of checkpoint {checkpoint} is not positive definite (pivot {pivot}, λ = {lambda:e}); \
+         with λ = 0 this happens when k ≥ n or features are collinear: use a ridge λ > 0"
+    )]
+    NotPositiveDefinite {
+        /// Checkpoint id.
+        checkpoint: u64,
+        /// Index of the failing pivot.
+        pivot: usize,
+        /// The ridge that was used.
+        lambda: f64,
+    },
+
+    /// A file could not be opened or read.
+    #[error("cannot read {path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// A file was read but its content is malformed.
+    #[error("malformed {path} (line {line}): {reason}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// 1-based line number.
+        line: usize,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+/// Shorthand for building a [`Error::ShapeMismatch`].
+pub(crate) fn shape_err(what: &'static str, expected: impl ToString, got: impl ToString) -> Error {
+    Error::ShapeMismatch {
+        what,
+        expected: expected.to_string(),
+        got: got.to_string(),
+    }
+}

@@ -1,0 +1,240 @@
+//! The kernel step: Gram matrix, ridge, Cholesky factor, solves and the score product.
+//!
+//! Numerics (DESIGN §4): features are f32; everything here is f64. The Gram matrix is
+//! K = ΦᵀΦ, the regularised matrix A = K + λI is factorised once by Cholesky (never
+//! inverted), and scores for targets Ψ are S = Φ (A⁻¹ Ψᵀ), the n × k matrix being read once.
+//!
+//! Determinism: faer runs single-threaded (`Par::Seq`) inside tiles of a fixed partition, and
+//! rayon runs the tiles. The partition depends only on the problem's shape, so results are
+//! bit-identical whatever the number of threads.
+
+use faer::linalg::matmul::matmul;
+use faer::{Accum, Mat, Par};
+use ndarray::{Array2, ArrayView2};
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result, shape_err};
+
+/// Side of the square output tiles of the Gram matrix.
+const GRAM_TILE: usize = 256;
+/// Rows of Φ per task in the score product.
+const SCORE_ROWS: usize = 512;
+
+/// The ridge λ added to the Gram matrix's diagonal.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub enum Ridge {
+    /// λ = c · trace(ΦᵀΦ) / k: c times the mean eigenvalue of the Gram matrix, so the same c
+    /// means the same amount of regularisation whatever the scale of the gradients.
+    Relative(f64),
+    /// λ as given.
+    Absolute(f64),
+}
+
+/// Relative ridge constant used by default: λ = 0.1 · trace(ΦᵀΦ)/k.
+///
+/// Provisional: a ridge is needed so that the method neither fails when k ≥ n nor degrades
+/// when ΦᵀΦ is ill-conditioned (the reference implementation's λ = 0 does both); the constant
+/// is to be chosen by the LDS sweep of the validation protocol (DESIGN §6).
+pub const DEFAULT_RELATIVE_RIDGE: f64 = 0.1;
+
+impl Default for Ridge {
+    fn default() -> Self {
+        Ridge::Relative(DEFAULT_RELATIVE_RIDGE)
+    }
+}
+
+impl Ridge {
+    /// Checks the constant is finite and non-negative.
+    pub fn validate(&self) -> Result<()> {
+        let c = match *self {
+            Ridge::Relative(c) | Ridge::Absolute(c) => c,
+        };
+        if !(c.is_finite() && c >= 0.0) {
+            return Err(Error::InvalidConfig(format!(
+                "ridge must be finite and ≥ 0, got {self:?}"
+            )));
+        }
+        Ok(())
+    }
+
+    /// λ for a Gram matrix with the given trace and dimension k.
+    pub fn lambda(&self, trace: f64, k: usize) -> f64 {
+        match *self {
+            Ridge::Relative(c) => c * trace / k as f64,
+            Ridge::Absolute(l) => l,
+        }
+    }
+}
+
+fn to_f64_mat(phi: ArrayView2<'_, f32>) -> Mat<f64> {
+    Mat::from_fn(phi.nrows(), phi.ncols(), |i, j| phi[(i, j)] as f64)
+}
+
+/// K = ΦᵀΦ (k × k) in f64 for Φ of shape n × k.
+pub fn gram(phi: ArrayView2<'_, f32>) -> Array2<f64> {
+    let k = phi.ncols();
+    let phi = to_f64_mat(phi);
+    let nt = k.div_ceil(GRAM_TILE);
+    let pairs: Vec<(usize, usize)> = (0..nt).flat_map(|a| (a..nt).map(move |b| (a, b))).collect();
+    let tiles: Vec<Mat<f64>> = pairs
+        .par_iter()
+        .map(|&(a, b)| {
+            let (ia, ib) = (a * GRAM_TILE, b * GRAM_TILE);
+            let (wa, wb) = (GRAM_TILE.min(k - ia), GRAM_TILE.min(k - ib));
+            let mut dst = Mat::<f64>::zeros(wa, wb);
+            matmul(
+                dst.as_mut(),
+                Accum::Replace,
+                phi.subcols(ia, wa).transpose(),
+                phi.subcols(ib, wb),
+                1.0,
+                Par::Seq,
+            );
+            dst
+        })
+        .collect();
+    let mut out = Array2::<f64>::zeros((k, k));
+    for (&(a, b), t) in pairs.iter().zip(&tiles) {
+        let (ia, ib) = (a * GRAM_TILE, b * GRAM_TILE);
+        for j in 0..t.ncols() {
+            for i in 0..t.nrows() {
+                out[(ia + i, ib + j)] = t[(i, j)];
+                out[(ib + j, ia + i)] = t[(i, j)];
+            }
+        }
+    }
+    out
+}
+
+/// The Cholesky factor L of A = K + λI (A = L Lᵀ).
+#[derive(Debug, Clone)]
+pub struct Factor {
+    l: Mat<f64>,
+    lambda: f64,
+}
+
+impl Factor {
+    /// Factorises K + λI. Fails with [`Error::NotPositiveDefinite`] (tagged with `checkpoint`)
+    /// if a pivot is not positive — e.g. λ = 0 and rank(K) < k.
+    pub fn new(gram: ArrayView2<'_, f64>, lambda: f64, checkpoint: u64) -> Result<Self> {
+        let k = gram.nrows();
+        if gram.ncols() != k {
+            return Err(shape_err(
+                "Gram matrix",
+                "square",
+                format!("{:?}", gram.dim()),
+            ));
+        }
+        let mut a = Mat::from_fn(k, k, |i, j| {
+            gram[(i, j)] + if i == j { lambda } else { 0.0 }
+        });
+        let mut mem = faer::dyn_stack::MemBuffer::new(
+            faer::linalg::cholesky::llt::factor::cholesky_in_place_scratch::<f64>(
+                k,
+                Par::Seq,
+                Default::default(),
+            ),
+        );
+        let stack = faer::dyn_stack::MemStack::new(&mut mem);
+        faer::linalg::cholesky::llt::factor::cholesky_in_place(
+            a.as_mut(),
+            Default::default(),
+            Par::Seq,
+            stack,
+            Default::default(),
+        )
+        .map_err(|e| match e {
+            faer::linalg::cholesky::llt::factor::LltError::NonPositivePivot { index } => {
+                Error::NotPositiveDefinite {
+                    checkpoint,
+                    pivot: index,
+                    lambda,
+                }
+            }
+        })?;
+        // Only the lower triangle holds L; clear the rest so `l` is exactly L.
+        for j in 0..k {
+            for i in 0..j {
+                a[(i, j)] = 0.0;
+            }
+        }
+        Ok(Self { l: a, lambda })
+    }
+
+    /// The ridge λ this factor was built with.
+    pub fn lambda(&self) -> f64 {
+        self.lambda
+    }
+
+    /// Dimension k.
+    pub fn dim(&self) -> usize {
+        self.l.nrows()
+    }
+
+    /// Y = A⁻¹ Ψᵀ for target features Ψ (m × k); returns Y as k × m.
+    pub fn solve_targets(&self, psi: ArrayView2<'_, f32>) -> Result<Mat<f64>> {
+        if psi.ncols() != self.dim() {
+            return Err(shape_err("target feature columns", self.dim(), psi.ncols()));
+        }
+        let mut y = Mat::from_fn(self.dim(), psi.nrows(), |i, j| psi[(j, i)] as f64);
+        let mut mem = faer::dyn_stack::MemBuffer::new(
+            faer::linalg::cholesky::llt::solve::solve_in_place_scratch::<f64>(
+                self.dim(),
+                psi.nrows(),
+                Par::Seq,
+            ),
+        );
+        let stack = faer::dyn_stack::MemStack::new(&mut mem);
+        faer::linalg::cholesky::llt::solve::solve_in_place(
+            self.l.as_ref(),
+            y.as_mut(),
+            Par::Seq,
+            stack,
+        );
+        Ok(y)
+    }
+}
+
+/// Adds Φ Y (n × m) to `acc`, for Φ of shape n × k and Y of shape k × m.
+pub fn add_scores(phi: ArrayView2<'_, f32>, y: &Mat<f64>, acc: &mut Array2<f64>) -> Result<()> {
+    let (n, k) = phi.dim();
+    if y.nrows() != k {
+        return Err(shape_err("solved targets rows", k, y.nrows()));
+    }
+    if acc.dim() != (n, y.ncols()) {
+        return Err(shape_err(
+            "score accumulator",
+            format!("{n} × {}", y.ncols()),
+            format!("{:?}", acc.dim()),
+        ));
+    }
+    let m = y.ncols();
+    let blocks: Vec<Mat<f64>> = (0..n.div_ceil(SCORE_ROWS))
+        .into_par_iter()
+        .map(|bi| {
+            let r0 = bi * SCORE_ROWS;
+            let rows = SCORE_ROWS.min(n - r0);
+            let block = to_f64_mat(phi.slice(ndarray::s![r0..r0 + rows, ..]));
+            let mut dst = Mat::<f64>::zeros(rows, m);
+            matmul(
+                dst.as_mut(),
+                Accum::Replace,
+                block.as_ref(),
+                y.as_ref(),
+                1.0,
+                Par::Seq,
+            );
+            dst
+        })
+        .collect();
+    for (bi, block) in blocks.iter().enumerate() {
+        let r0 = bi * SCORE_ROWS;
+        for j in 0..m {
+            for i in 0..block.nrows() {
+                acc[(r0 + i, j)] += block[(i, j)];
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,427 @@
+//! Fully connected ReLU network (zero or more hidden layers) with analytic per-example gradients.
+
+use std::borrow::Borrow;
+
+use ndarray::{Array1, Array2, ArrayView2, ArrayViewMut1, ArrayViewMut2, Axis, Zip, s};
+use rand::{RngExt, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use crate::data::{Sample, Target};
+use crate::error::{Error, Result, shape_err};
+use crate::model::Model;
+use crate::output::{Logistic, Margin, OutputFn, OutputValue, Regression};
+
+/// One affine layer: z = W a + b, with W of shape (out × in).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Layer {
+    /// Weights, `out × in`.
+    pub w: Array2<f32>,
+    /// Biases, length `out`.
+    pub b: Array1<f32>,
+}
+
+/// A ReLU multilayer perceptron: `sizes = [d, h_1, …, h_L, c]`, ReLU after every hidden layer,
+/// raw outputs z ∈ R^c fed to the output function `O`.
+///
+/// With `sizes = [d, c]` (no hidden layer) this is a linear model: multinomial logistic
+/// regression under [`Margin`], binary logistic regression under [`Logistic`] (c = 1), linear
+/// regression under [`Regression`] (c = 1).
+///
+/// **Parameter layout** (the order of gradient coordinates): for each layer in turn, W
+/// row-major (`out × in`), then b. [`Mlp::params_flat`] and [`Mlp::set_params_flat`] use it.
+///
+/// **Initialisation** (seeded ChaCha8): hidden layers He-uniform, W ~ U(±√(6/in)); the output
+/// layer U(±1/√in); biases zero. A model with no hidden layer starts at zero (its loss is
+/// convex, and zero is the usual start).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Mlp<O> {
+    layers: Vec<Layer>,
+    output: O,
+}
+
+/// Activations of a forward pass: `acts[0]` is the input, `acts[l]` the post-ReLU output of
+/// hidden layer l, and the last entry the raw outputs z.
+struct Forward {
+    acts: Vec<Array2<f32>>,
+}
+
+impl Mlp<Margin> {
+    /// Multinomial logistic regression (`d` inputs, `classes` logits), under the margin.
+    pub fn multinomial_logistic(d: usize, classes: usize) -> Result<Self> {
+        Self::new(&[d, classes], Margin, 0)
+    }
+}
+
+impl Mlp<Logistic> {
+    /// Binary logistic regression (`d` inputs, one logit).
+    pub fn binary_logistic(d: usize) -> Result<Self> {
+        Self::new(&[d, 1], Logistic, 0)
+    }
+}
+
+impl Mlp<Regression> {
+    /// Linear least-squares regression (`d` inputs, one prediction).
+    pub fn linear_regression(d: usize) -> Result<Self> {
+        Self::new(&[d, 1], Regression, 0)
+    }
+}
+
+impl<O: OutputFn> Mlp<O> {
+    /// A network with layer widths `sizes = [d, h_1, …, c]`, initialised from `seed`.
+    pub fn new(sizes: &[usize], output: O, seed: u64) -> Result<Self> {
+        if sizes.len() < 2 {
+            return Err(Error::InvalidConfig(format!(
+                "an MLP needs at least input and output sizes, got {sizes:?}"
+            )));
+        }
+        if sizes.contains(&0) {
+            return Err(Error::InvalidConfig(format!(
+                "layer sizes must be positive, got {sizes:?}"
+            )));
+        }
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let n_layers = sizes.len() - 1;
+        let layers = (0..n_layers)
+            .map(|l| {
+                let (fan_in, fan_out) = (sizes[l], sizes[l + 1]);
+                let bound = if n_layers == 1 {
+                    0.0
+                } else if l + 1 < n_layers {
+                    (6.0 / fan_in as f32).sqrt()
+                } else {
+                    1.0 / (fan_in as f32).sqrt()
+                };
+                let w = Array2::from_shape_simple_fn((fan_out, fan_in), || {
+                    if bound == 0.0 {
+                        0.0
+                    } else {
+                        rng.random_range(-bound..bound)
+                    }
+                });
+                Layer {
+                    w,
+                    b: Array1::zeros(fan_out),
+                }
+            })
+            .collect();
+        Ok(Self { layers, output })
+    }
+
+    /// Builds a network from explicit layers (checked for consistent shapes and finite values).
+    pub fn from_layers(layers: Vec<Layer>, output: O) -> Result<Self> {
+        if layers.is_empty() {
+            return Err(Error::Empty("MLP layers"));
+        }
+        for (l, layer) in layers.iter().enumerate() {
+            if layer.b.len() != layer.w.nrows() {
+                return Err(shape_err("layer bias", layer.w.nrows(), layer.b.len()));
+            }
+            if l > 0 && layer.w.ncols() != layers[l - 1].w.nrows() {
+                return Err(shape_err(
+                    "layer input width",
+                    layers[l - 1].w.nrows(),
+                    layer.w.ncols(),
+                ));
+            }
+        }
+        let m = Self { layers, output };
+        m.check_finite()?;
+        Ok(m)
+    }
+
+    fn check_finite(&self) -> Result<()> {
+        if let Some(index) = self.params_flat().iter().position(|v| !v.is_finite()) {
+            return Err(Error::NonFiniteInput {
+                what: "model parameters",
+                index,
+            });
+        }
+        Ok(())
+    }
+
+    /// Layer widths `[d, h_1, …, c]`.
+    pub fn sizes(&self) -> Vec<usize> {
+        let mut s = vec![self.layers[0].w.ncols()];
+        s.extend(self.layers.iter().map(|l| l.w.nrows()));
+        s
+    }
+
+    /// Input dimension d.
+    pub fn input_dim(&self) -> usize {
+        self.layers[0].w.ncols()
+    }
+
+    /// Number of raw outputs c.
+    pub fn output_dim(&self) -> usize {
+        self.layers.last().map_or(0, |l| l.w.nrows())
+    }
+
+    /// The layers, input first.
+    pub fn layers(&self) -> &[Layer] {
+        &self.layers
+    }
+
+    /// The output function.
+    pub fn output_fn(&self) -> &O {
+        &self.output
+    }
+
+    /// All parameters in the documented layout.
+    pub fn params_flat(&self) -> Vec<f32> {
+        let mut v = Vec::with_capacity(self.param_count());
+        for l in &self.layers {
+            v.extend(l.w.iter());
+            v.extend(l.b.iter());
+        }
+        v
+    }
+
+    /// Overwrites all parameters from the documented layout.
+    pub fn set_params_flat(&mut self, params: &[f32]) -> Result<()> {
+        if params.len() != self.param_count() {
+            return Err(shape_err(
+                "flat parameters",
+                self.param_count(),
+                params.len(),
+            ));
+        }
+        if let Some(index) = params.iter().position(|v| !v.is_finite()) {
+            return Err(Error::NonFiniteInput {
+                what: "flat parameters",
+                index,
+            });
+        }
+        let mut off = 0;
+        for l in &mut self.layers {
+            for v in l.w.iter_mut().chain(l.b.iter_mut()) {
+                *v = params[off];
+                off += 1;
+            }
+        }
+        Ok(())
+    }
+
+    fn param_count(&self) -> usize {
+        self.layers.iter().map(|l| l.w.len() + l.b.len()).sum()
+    }
+
+    /// Stacks the inputs of `batch` into a `B × d` matrix, checking lengths, finiteness and
+    /// targets against the output function. `first` is the index of `batch[0]` in the caller's
+    /// set, used in error messages.
+    fn gather<S: Borrow<Sample>>(&self, batch: &[S], first: usize) -> Result<Array2<f32>> {
+        let d = self.input_dim();
+        let c = self.output_dim();
+        let mut x = Array2::zeros((batch.len(), d));
+        for (b, (mut row, s)) in x.rows_mut().into_iter().zip(batch).enumerate() {
+            let s = s.borrow();
+            if s.x.len() != d {
+                return Err(shape_err("example input length", d, s.x.len()));
+            }
+            if let Some(i) = s.x.iter().position(|v| !v.is_finite()) {
+                return Err(Error::NonFiniteInput {
+                    what: "example input",
+                    index: (first + b) * d + i,
+                });
+            }
+            self.output
+                .validate(c, &s.target)
+                .map_err(|reason| Error::InvalidTarget {
+                    example: first + b,
+                    reason,
+                })?;
+            row.assign(
+                &ArrayView2::from_shape((1, d), &s.x)
+                    .expect("length checked")
+                    .row(0),
+            );
+        }
+        Ok(x)
+    }
+
+    fn forward(&self, x: Array2<f32>) -> Forward {
+        let n_layers = self.layers.len();
+        let mut acts = Vec::with_capacity(n_layers + 1);
+        acts.push(x);
+        for (l, layer) in self.layers.iter().enumerate() {
+            let mut z = acts[l].dot(&layer.w.t());
+            z += &layer.b;
+            if l + 1 < n_layers {
+                z.mapv_inplace(|v| v.max(0.0));
+            }
+            acts.push(z);
+        }
+        Forward { acts }
+    }
+
+    /// Back-propagates `delta` (∂·/∂z of the last layer, B × c) to every layer's output,
+    /// returning δ_l for l = 0..L (δ_l is ∂·/∂(pre-activation of layer l), B × out_l).
+    fn backward(&self, fwd: &Forward, delta: Array2<f32>) -> Vec<Array2<f32>> {
+        let n_layers = self.layers.len();
+        let mut deltas = vec![Array2::zeros((0, 0)); n_layers];
+        deltas[n_layers - 1] = delta;
+        for l in (1..n_layers).rev() {
+            let mut d = deltas[l].dot(&self.layers[l].w);
+            Zip::from(&mut d).and(&fwd.acts[l]).for_each(|d, &a| {
+                if a <= 0.0 {
+                    *d = 0.0
+                }
+            });
+            deltas[l - 1] = d;
+        }
+        deltas
+    }
+
+    /// Raw outputs z (`n × c`) for a set of samples.
+    pub fn logits(&self, samples: &[Sample]) -> Result<Array2<f32>> {
+        let x = self.gather(samples, 0)?;
+        Ok(self.forward(x).acts.pop().expect("at least one layer"))
+    }
+
+    /// The output function's f and Q at each sample.
+    pub fn outputs(&self, samples: &[Sample]) -> Result<Vec<OutputValue>> {
+        let z = self.logits(samples)?;
+        let mut g = vec![0.0; self.output_dim()];
+        Ok(z.rows()
+            .into_iter()
+            .zip(samples)
+            .map(|(z, s)| {
+                self.output
+                    .eval(z.as_slice().expect("standard layout"), &s.target, &mut g)
+            })
+            .collect())
+    }
+
+    /// Fraction of samples whose arg-max output equals their class label (for c ≥ 2), or
+    /// whose sign matches the label (c = 1, class 1 ⇔ z > 0).
+    pub fn accuracy(&self, samples: &[Sample]) -> Result<f64> {
+        if samples.is_empty() {
+            return Err(Error::Empty("samples"));
+        }
+        let z = self.logits(samples)?;
+        let correct = z
+            .rows()
+            .into_iter()
+            .zip(samples)
+            .filter(|(z, s)| {
+                let pred = if z.len() == 1 {
+                    usize::from(z[0] > 0.0)
+                } else {
+                    z.iter()
+                        .enumerate()
+                        .fold((0, f32::NEG_INFINITY), |best, (j, &v)| {
+                            if v > best.1 { (j, v) } else { best }
+                        })
+                        .0
+                };
+                s.target == Target::Class(pred)
+            })
+            .count();
+        Ok(correct as f64 / samples.len() as f64)
+    }
+
+    /// Mean training loss over `batch` and its gradient w.r.t. all parameters (documented
+    /// layout), written into `grad`. Used by [`crate::models::Sgd`].
+    pub fn loss_and_grad<S: Borrow<Sample>>(&self, batch: &[S], grad: &mut [f32]) -> Result<f32> {
+        if batch.is_empty() {
+            return Err(Error::Empty("training batch"));
+        }
+        if grad.len() != self.param_count() {
+            return Err(shape_err("gradient buffer", self.param_count(), grad.len()));
+        }
+        let fwd = self.forward(self.gather(batch, 0)?);
+        let z = fwd.acts.last().expect("at least one layer");
+        let inv_b = 1.0 / batch.len() as f32;
+        let mut delta = Array2::zeros(z.raw_dim());
+        let mut total = 0.0f64;
+        for ((z, mut d), s) in z.rows().into_iter().zip(delta.rows_mut()).zip(batch) {
+            let dz = d.as_slice_mut().expect("standard layout");
+            let t = &s.borrow().target;
+            total += self
+                .output
+                .loss(z.as_slice().expect("standard layout"), t, dz) as f64;
+            dz.iter_mut().for_each(|v| *v *= inv_b);
+        }
+        let deltas = self.backward(&fwd, delta);
+        let mut off = 0;
+        for (l, layer) in self.layers.iter().enumerate() {
+            let (o, i) = layer.w.dim();
+            let gw = deltas[l].t().dot(&fwd.acts[l]);
+            grad[off..off + o * i].copy_from_slice(gw.as_slice().expect("standard layout"));
+            off += o * i;
+            let gb = deltas[l].sum_axis(Axis(0));
+            grad[off..off + o].copy_from_slice(gb.as_slice().expect("standard layout"));
+            off += o;
+        }
+        Ok((total / batch.len() as f64) as f32)
+    }
+
+    pub(crate) fn layers_mut(&mut self) -> &mut [Layer] {
+        &mut self.layers
+    }
+}
+
+impl<O: OutputFn> Model for Mlp<O> {
+    type Example = Sample;
+
+    fn num_params(&self) -> usize {
+        self.param_count()
+    }
+
+    fn output_grads(&self, batch: &[Sample], mut grads: ArrayViewMut2<'_, f32>) -> Result<()> {
+        let p = self.param_count();
+        if grads.dim() != (batch.len(), p) {
+            return Err(shape_err(
+                "gradient buffer",
+                format!("{} × {p}", batch.len()),
+                format!("{:?}", grads.dim()),
+            ));
+        }
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let fwd = self.forward(self.gather(batch, 0)?);
+        let z = fwd.acts.last().expect("at least one layer");
+        let mut delta = Array2::zeros(z.raw_dim());
+        for ((z, mut d), s) in z.rows().into_iter().zip(delta.rows_mut()).zip(batch) {
+            self.output.eval(
+                z.as_slice().expect("standard layout"),
+                &s.target,
+                d.as_slice_mut().expect("standard layout"),
+            );
+        }
+        let deltas = self.backward(&fwd, delta);
+        // Per-example outer products δ_l aᵀ_{l-1}, one row of `grads` per example.
+        grads
+            .axis_iter_mut(Axis(0))
+            .into_par_iter()
+            .enumerate()
+            .for_each(|(b, mut row)| {
+                let mut off = 0;
+                for (l, layer) in self.layers.iter().enumerate() {
+                    let (o, i) = layer.w.dim();
+                    let a = fwd.acts[l].row(b);
+                    let d = deltas[l].row(b);
+                    for (j, &dj) in d.iter().enumerate() {
+                        let mut dst = row.slice_mut(s![off + j * i..off + (j + 1) * i]);
+                        Zip::from(&mut dst).and(&a).for_each(|g, &a| *g = dj * a);
+                    }
+                    off += o * i;
+                    row.slice_mut(s![off..off + o]).assign(&d);
+                    off += o;
+                }
+            });
+        Ok(())
+    }
+
+    fn output_q(&self, batch: &[Sample], mut q: ArrayViewMut1<'_, f32>) -> Result<()> {
+        if q.len() != batch.len() {
+            return Err(shape_err("Q buffer", batch.len(), q.len()));
+        }
+        for (q, v) in q.iter_mut().zip(self.outputs(batch)?) {
+            *q = v.q;
+        }
+        Ok(())
+    }
+}

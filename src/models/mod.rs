@@ -1,0 +1,18 @@
+//! Built-in models with analytic, batched per-example gradients, and their trainer.
+//!
+//! [`Mlp`] is a fully connected ReLU network with any number of hidden layers (including
+//! none: with no hidden layer it *is* multinomial logistic regression under [`Margin`],
+//! binary logistic regression under [`Logistic`] and linear regression under
+//! [`Regression`]). It is generic over its [`OutputFn`], which fixes both the attributed
+//! output f and the training loss. [`Sgd`] trains it with seeded minibatch SGD.
+//!
+//! [`Margin`]: crate::output::Margin
+//! [`Logistic`]: crate::output::Logistic
+//! [`Regression`]: crate::output::Regression
+//! [`OutputFn`]: crate::output::OutputFn
+
+mod mlp;
+mod sgd;
+
+pub use mlp::{Layer, Mlp};
+pub use sgd::{Sgd, TrainReport};

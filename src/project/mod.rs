@@ -1,0 +1,132 @@
+//! Random projections of per-example gradients: φ = Pᵀ g.
+//!
+//! A [`Projector`] maps a batch of p-dimensional gradients (B × p) to k-dimensional features
+//! (B × k). The matrix may differ per checkpoint: it is keyed by (seed, checkpoint id).
+//!
+//! - [`DenseProjector`]: P with i.i.d. Rademacher (default) or Gaussian entries scaled by
+//!   1/√k (Johnson–Lindenstrauss scaling, so E\[φ_aᵀφ_b\] = g_aᵀg_b). P is never stored: its
+//!   entries are computed on the fly from the Philox4x32-10 counter-based generator, tile by
+//!   tile, each tile reused across the whole batch.
+//! - [`IdentityProjector`]: φ = g (k = p), for exactness checks on small models.
+//!
+//! Every projector here gives bit-identical features for a given (seed, checkpoint) whatever
+//! the thread count and batch size: each output entry is accumulated over the p inputs in
+//! the same fixed order on every run. (Across machines, results agree to rounding: a CPU with
+//! FMA instructions rounds once per multiply-add, one without rounds twice.)
+
+pub mod dense;
+pub mod philox;
+
+pub use dense::DenseProjector;
+
+use ndarray::{ArrayView2, ArrayViewMut2};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result, shape_err};
+
+/// Distribution of the entries of a dense projection matrix (before the 1/√k scaling).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum Distribution {
+    /// ±1 with probability ½ each (one random bit per entry).
+    #[default]
+    Rademacher,
+    /// Standard normal (Box–Muller on Philox output).
+    Gaussian,
+}
+
+/// Which projector the attribution pipeline builds for each checkpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum ProjectorKind {
+    /// Dense random projection with i.i.d. Rademacher entries (the default).
+    #[default]
+    Rademacher,
+    /// Dense random projection with i.i.d. Gaussian entries.
+    Gaussian,
+    /// No projection: features are the raw gradients (k = p). For small models and tests.
+    Identity,
+}
+
+/// A linear map from p-dimensional gradients to k-dimensional features.
+pub trait Projector: Sync {
+    /// Input dimension p.
+    fn input_dim(&self) -> usize;
+    /// Output dimension k.
+    fn output_dim(&self) -> usize;
+    /// Writes `grads · P_checkpoint` into `out`; `grads` is B × p, `out` is B × k.
+    fn project(
+        &self,
+        checkpoint: u64,
+        grads: ArrayView2<'_, f32>,
+        out: ArrayViewMut2<'_, f32>,
+    ) -> Result<()>;
+}
+
+/// Builds the projector of `kind` for p-dimensional gradients. `k` is ignored for
+/// [`ProjectorKind::Identity`] (k = p).
+pub fn build(kind: ProjectorKind, p: usize, k: usize, seed: u64) -> Result<Box<dyn Projector>> {
+    Ok(match kind {
+        ProjectorKind::Rademacher => {
+            Box::new(DenseProjector::new(p, k, Distribution::Rademacher, seed)?)
+        }
+        ProjectorKind::Gaussian => {
+            Box::new(DenseProjector::new(p, k, Distribution::Gaussian, seed)?)
+        }
+        ProjectorKind::Identity => Box::new(IdentityProjector::new(p)?),
+    })
+}
+
+pub(crate) fn check_shapes(
+    p: usize,
+    k: usize,
+    grads: &ArrayView2<'_, f32>,
+    out: &ArrayViewMut2<'_, f32>,
+) -> Result<()> {
+    if grads.ncols() != p {
+        return Err(shape_err("gradient columns (p)", p, grads.ncols()));
+    }
+    if out.dim() != (grads.nrows(), k) {
+        return Err(shape_err(
+            "projection output",
+            format!("{} × {k}", grads.nrows()),
+            format!("{} × {}", out.nrows(), out.ncols()),
+        ));
+    }
+    Ok(())
+}
+
+/// The identity map: features are the gradients themselves (k = p).
+#[derive(Debug, Clone)]
+pub struct IdentityProjector {
+    p: usize,
+}
+
+impl IdentityProjector {
+    /// Identity on R^p.
+    pub fn new(p: usize) -> Result<Self> {
+        if p == 0 {
+            return Err(Error::InvalidConfig(
+                "projector input dimension must be positive".into(),
+            ));
+        }
+        Ok(Self { p })
+    }
+}
+
+impl Projector for IdentityProjector {
+    fn input_dim(&self) -> usize {
+        self.p
+    }
+    fn output_dim(&self) -> usize {
+        self.p
+    }
+    fn project(
+        &self,
+        _checkpoint: u64,
+        grads: ArrayView2<'_, f32>,
+        mut out: ArrayViewMut2<'_, f32>,
+    ) -> Result<()> {
+        check_shapes(self.p, self.p, &grads, &out)?;
+        out.assign(&grads);
+        Ok(())
+    }
+}

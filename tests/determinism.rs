@@ -1,0 +1,76 @@
+//! Same seed ⇒ bit-identical features and scores for 1, 2 and 4 threads and batch sizes 1, 7, 64.
+
+mod common;
+
+use common::{class_samples, randomize};
+use trak::Trak;
+use trak::models::Mlp;
+use trak::output::Margin;
+use trak::project::ProjectorKind;
+
+fn bits(v: ndarray::ArrayView2<'_, f32>) -> Vec<u32> {
+    v.iter().map(|x| x.to_bits()).collect()
+}
+
+#[test]
+fn features_and_scores_do_not_depend_on_threads_or_batch_size() {
+    // MLP 20-16-10 (p = 506, not a multiple of the 256-row tiles), k = 300 (not a multiple of
+    // the 256-column blocks or of 128), n = 520 (more than one 512-row score block), two
+    // checkpoints.
+    let train = class_samples(520, 20, 10, 1);
+    let targets = class_samples(9, 20, 10, 2);
+    let models: Vec<Mlp<Margin>> = (0..2)
+        .map(|i| {
+            let mut m = Mlp::new(&[20, 16, 10], Margin, i).unwrap();
+            randomize(&mut m, 0.3, 10 + i);
+            m
+        })
+        .collect();
+    for kind in [ProjectorKind::Rademacher, ProjectorKind::Gaussian] {
+        let mut reference: Option<(Vec<Vec<u32>>, Vec<u32>)> = None;
+        for threads in [1, 2, 4] {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
+            for batch in [1, 7, 64] {
+                let run = pool.install(|| {
+                    let trak = Trak::builder()
+                        .proj_dim(300)
+                        .projector(kind)
+                        .seed(5)
+                        .batch_size(batch)
+                        .build()
+                        .unwrap();
+                    let mut feats = trak.featurizer();
+                    for (i, m) in models.iter().enumerate() {
+                        feats.featurize(i as u64, m, &train).unwrap();
+                    }
+                    let f: Vec<Vec<u32>> =
+                        (0..2).map(|i| bits(feats.features(i).unwrap())).collect();
+                    let index = feats.finalize().unwrap();
+                    let s = index
+                        .score(&[(0, &models[0]), (1, &models[1])], &targets)
+                        .unwrap();
+                    (f, bits(s.values()))
+                });
+                match &reference {
+                    None => {
+                        assert!(run.1.iter().any(|&b| f32::from_bits(b) != 0.0));
+                        reference = Some(run);
+                    }
+                    Some(r) => {
+                        assert!(
+                            r.0 == run.0,
+                            "{kind:?}: features differ with {threads} threads, batch {batch}"
+                        );
+                        assert!(
+                            r.1 == run.1,
+                            "{kind:?}: scores differ with {threads} threads, batch {batch}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,432 @@
+//! Bad input returns a typed error, never a panic.
+
+mod common;
+
+use common::class_samples;
+use ndarray::{ArrayViewMut1, ArrayViewMut2};
+use trak::data::{Dataset, Sample, Target};
+use trak::kernel::Ridge;
+use trak::models::Mlp;
+use trak::output::{Logistic, Margin};
+use trak::project::{DenseProjector, Distribution, Projector, ProjectorKind};
+use trak::{Error, Model, Trak};
+
+/// Wraps a model and poisons one example's gradient (`grad_at`) or Q (`q_at`) with `value`.
+struct Faulty {
+    inner: Mlp<Margin>,
+    grad_at: Option<usize>,
+    q_at: Option<usize>,
+    value: f32,
+}
+
+impl Model for Faulty {
+    type Example = (usize, Sample);
+    fn num_params(&self) -> usize {
+        self.inner.num_params()
+    }
+    fn output_grads(
+        &self,
+        batch: &[Self::Example],
+        mut grads: ArrayViewMut2<'_, f32>,
+    ) -> trak::Result<()> {
+        let samples: Vec<Sample> = batch.iter().map(|(_, s)| s.clone()).collect();
+        self.inner.output_grads(&samples, grads.view_mut())?;
+        for (b, (i, _)) in batch.iter().enumerate() {
+            if Some(*i) == self.grad_at {
+                grads[(b, 3)] = self.value;
+            }
+        }
+        Ok(())
+    }
+    fn output_q(&self, batch: &[Self::Example], mut q: ArrayViewMut1<'_, f32>) -> trak::Result<()> {
+        let samples: Vec<Sample> = batch.iter().map(|(_, s)| s.clone()).collect();
+        self.inner.output_q(&samples, q.view_mut())?;
+        for (b, (i, _)) in batch.iter().enumerate() {
+            if Some(*i) == self.q_at {
+                q[b] = self.value;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn indexed(samples: Vec<Sample>) -> Vec<(usize, Sample)> {
+    samples.into_iter().enumerate().collect()
+}
+
+fn model() -> Mlp<Margin> {
+    Mlp::new(&[4, 5, 3], Margin, 0).unwrap()
+}
+
+fn trak(k: usize) -> Trak {
+    Trak::builder().proj_dim(k).batch_size(8).build().unwrap()
+}
+
+#[test]
+fn non_finite_gradients_name_the_example() {
+    let train = indexed(class_samples(30, 4, 3, 1));
+    for value in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+        let m = Faulty {
+            inner: model(),
+            grad_at: Some(19),
+            q_at: None,
+            value,
+        };
+        let err = trak(16).featurizer().featurize(7, &m, &train).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                Error::NonFiniteGradient {
+                    set: "training",
+                    example: 19,
+                    checkpoint: 7,
+                    param: 3
+                }
+            ),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains("example 19"), "{err}");
+    }
+    // target gradients too, at scoring time
+    let good = Faulty {
+        inner: model(),
+        grad_at: None,
+        q_at: None,
+        value: 0.0,
+    };
+    let mut feats = trak(16).featurizer();
+    feats.featurize(0, &good, &train).unwrap();
+    let index = feats.finalize().unwrap();
+    let bad = Faulty {
+        inner: model(),
+        grad_at: Some(2),
+        q_at: None,
+        value: f32::NAN,
+    };
+    let err = index.score(&[(0, &bad)], &train[..5]).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::NonFiniteGradient {
+                set: "target",
+                example: 2,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn non_finite_q_names_the_example() {
+    let train = indexed(class_samples(30, 4, 3, 1));
+    let m = Faulty {
+        inner: model(),
+        grad_at: None,
+        q_at: Some(11),
+        value: f32::NAN,
+    };
+    let err = trak(16).featurizer().featurize(2, &m, &train).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::NonFiniteQ {
+                example: 11,
+                checkpoint: 2
+            }
+        ),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn non_finite_inputs_and_parameters() {
+    let mut train = class_samples(10, 4, 3, 1);
+    train[6].x[2] = f32::NAN;
+    let err = trak(16)
+        .featurizer()
+        .featurize(0, &model(), &train)
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::NonFiniteInput { what: "example input", index } if index == 6 * 4 + 2),
+        "{err:?}"
+    );
+    let mut m = model();
+    let mut p = m.params_flat();
+    p[5] = f32::INFINITY;
+    assert!(matches!(
+        m.set_params_flat(&p),
+        Err(Error::NonFiniteInput { index: 5, .. })
+    ));
+}
+
+#[test]
+fn wrong_shapes() {
+    // an example of the wrong length
+    let mut train = class_samples(10, 4, 3, 1);
+    train[3].x.push(0.0);
+    let err = trak(16)
+        .featurizer()
+        .featurize(0, &model(), &train)
+        .unwrap_err();
+    assert!(matches!(err, Error::ShapeMismatch { .. }), "{err:?}");
+
+    // a gradient buffer of the wrong shape
+    let train = class_samples(10, 4, 3, 1);
+    let mut buf = ndarray::Array2::<f32>::zeros((10, 7));
+    assert!(matches!(
+        model().output_grads(&train, buf.view_mut()),
+        Err(Error::ShapeMismatch { .. })
+    ));
+
+    // a projector given the wrong shapes
+    let proj = DenseProjector::new(20, 8, Distribution::Rademacher, 0).unwrap();
+    let g = ndarray::Array2::<f32>::zeros((3, 19));
+    let mut out = ndarray::Array2::<f32>::zeros((3, 8));
+    assert!(matches!(
+        proj.project(0, g.view(), out.view_mut()),
+        Err(Error::ShapeMismatch { .. })
+    ));
+    let g = ndarray::Array2::<f32>::zeros((3, 20));
+    let mut out = ndarray::Array2::<f32>::zeros((2, 8));
+    assert!(matches!(
+        proj.project(0, g.view(), out.view_mut()),
+        Err(Error::ShapeMismatch { .. })
+    ));
+
+    // scoring with a model whose parameter count differs from the featurised one (identity
+    // projector, so k = p differs)
+    let t = Trak::builder()
+        .projector(ProjectorKind::Identity)
+        .build()
+        .unwrap();
+    let mut feats = t.featurizer();
+    feats.featurize(0, &model(), &train).unwrap();
+    let index = feats.finalize().unwrap();
+    let other = Mlp::new(&[4, 6, 3], Margin, 0).unwrap();
+    assert!(matches!(
+        index.score(&[(0, &other)], &train),
+        Err(Error::ShapeMismatch { .. })
+    ));
+
+    // dataset rows vs labels
+    assert!(matches!(
+        Dataset::new(ndarray::Array2::zeros((3, 2)), vec![0, 1]),
+        Err(Error::ShapeMismatch { .. })
+    ));
+    // a training set of a different size for a second checkpoint
+    let mut feats = trak(16).featurizer();
+    feats.featurize(0, &model(), &train).unwrap();
+    let err = feats.featurize(1, &model(), &train[..9]).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::TrainSizeMismatch {
+                expected: 10,
+                got: 9
+            }
+        ),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn empty_sets() {
+    let train = class_samples(10, 4, 3, 1);
+    let err = trak(16)
+        .featurizer()
+        .featurize(0, &model(), &[])
+        .unwrap_err();
+    assert!(matches!(err, Error::Empty(_)), "{err:?}");
+    assert!(matches!(
+        trak(16).featurizer().finalize(),
+        Err(Error::Empty(_))
+    ));
+    let mut feats = trak(16).featurizer();
+    feats.featurize(0, &model(), &train).unwrap();
+    let index = feats.finalize().unwrap();
+    let m = model();
+    assert!(matches!(index.score(&[(0, &m)], &[]), Err(Error::Empty(_))));
+    assert!(matches!(
+        index.score::<Mlp<Margin>>(&[], &train),
+        Err(Error::Empty(_))
+    ));
+    assert!(matches!(
+        trak::models::Sgd::default().fit(&mut model(), &[]),
+        Err(Error::Empty(_))
+    ));
+}
+
+#[test]
+fn invalid_configuration() {
+    assert!(matches!(
+        Trak::builder().proj_dim(0).build(),
+        Err(Error::InvalidConfig(_))
+    ));
+    assert!(matches!(
+        Trak::builder().batch_size(0).build(),
+        Err(Error::InvalidConfig(_))
+    ));
+    assert!(matches!(
+        Trak::builder().ridge(Ridge::Relative(-1.0)).build(),
+        Err(Error::InvalidConfig(_))
+    ));
+    assert!(matches!(
+        Trak::builder().ridge(Ridge::Absolute(f64::NAN)).build(),
+        Err(Error::InvalidConfig(_))
+    ));
+    assert!(matches!(
+        DenseProjector::new(10, 0, Distribution::Gaussian, 0),
+        Err(Error::InvalidConfig(_))
+    ));
+    assert!(matches!(
+        Mlp::new(&[4], Margin, 0),
+        Err(Error::InvalidConfig(_))
+    ));
+    assert!(matches!(
+        Mlp::new(&[4, 0, 3], Margin, 0),
+        Err(Error::InvalidConfig(_))
+    ));
+    let sgd = trak::models::Sgd {
+        lr: -1.0,
+        ..Default::default()
+    };
+    assert!(matches!(
+        sgd.fit(&mut model(), &class_samples(4, 4, 3, 0)),
+        Err(Error::InvalidConfig(_))
+    ));
+}
+
+#[test]
+fn unknown_and_duplicate_checkpoints() {
+    let train = class_samples(10, 4, 3, 1);
+    let m = model();
+    let mut feats = trak(16).featurizer();
+    feats.featurize(0, &m, &train).unwrap();
+    assert!(matches!(
+        feats.featurize(0, &m, &train),
+        Err(Error::DuplicateCheckpoint(0))
+    ));
+    let index = feats.finalize().unwrap();
+    assert!(matches!(
+        index.score(&[(5, &m)], &train),
+        Err(Error::UnknownCheckpoint(5))
+    ));
+    assert!(matches!(
+        index.score(&[(0, &m), (0, &m)], &train),
+        Err(Error::DuplicateCheckpoint(0))
+    ));
+    assert!(matches!(index.lambda(9), Err(Error::UnknownCheckpoint(9))));
+}
+
+#[test]
+fn invalid_targets() {
+    let mut train = class_samples(10, 4, 3, 1);
+    train[4].target = Target::Class(3);
+    let err = trak(16)
+        .featurizer()
+        .featurize(0, &model(), &train)
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::InvalidTarget { example: 4, .. }),
+        "{err:?}"
+    );
+    train[4].target = Target::Value(1.0);
+    assert!(matches!(
+        trak(16).featurizer().featurize(0, &model(), &train),
+        Err(Error::InvalidTarget { example: 4, .. })
+    ));
+    let bin = Mlp::binary_logistic(4).unwrap();
+    let mut data = class_samples(10, 4, 2, 1);
+    data[0].target = Target::Class(2);
+    assert!(matches!(
+        trak(16).featurizer().featurize(0, &bin, &data),
+        Err(Error::InvalidTarget { example: 0, .. })
+    ));
+    assert!(matches!(
+        Mlp::new(&[4, 2], Logistic, 0).unwrap().outputs(&data[1..]),
+        Err(Error::InvalidTarget { .. })
+    ));
+}
+
+#[test]
+fn singular_kernel_without_ridge() {
+    // λ = 0 with k ≥ n: ΦᵀΦ has rank ≤ n < k.
+    let train = class_samples(20, 4, 3, 1);
+    let t = Trak::builder()
+        .proj_dim(64)
+        .ridge(Ridge::Absolute(0.0))
+        .build()
+        .unwrap();
+    let mut feats = t.featurizer();
+    feats.featurize(3, &model(), &train).unwrap();
+    let err = feats.finalize().unwrap_err();
+    assert!(
+        matches!(err, Error::NotPositiveDefinite { checkpoint: 3, .. }),
+        "{err:?}"
+    );
+    // the default ridge handles the same problem
+    let mut feats = trak(64).featurizer();
+    feats.featurize(3, &model(), &train).unwrap();
+    let index = feats.finalize().unwrap();
+    let m = model();
+    let s = index.score(&[(3, &m)], &train[..2]).unwrap();
+    assert!(s.values().iter().all(|v| v.is_finite()));
+}
+
+#[test]
+fn unreadable_and_corrupted_files() {
+    let dir = std::env::temp_dir().join(format!("trak-errors-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let err = Dataset::from_mnist_csv_gz(dir.join("missing.csv.gz")).unwrap_err();
+    assert!(matches!(err, Error::Io { .. }), "{err:?}");
+
+    // not gzip at all
+    let bad = dir.join("not-gzip.csv.gz");
+    std::fs::write(&bad, b"this is not gzip").unwrap();
+    assert!(matches!(
+        Dataset::from_mnist_csv_gz(&bad),
+        Err(Error::Io { .. })
+    ));
+
+    // gzip of malformed CSV: wrong column count, bad pixel, bad label
+    use std::io::Write;
+    let write_gz = |name: &str, text: &str| {
+        let path = dir.join(name);
+        let mut enc = flate2::write::GzEncoder::new(
+            std::fs::File::create(&path).unwrap(),
+            flate2::Compression::fast(),
+        );
+        enc.write_all(text.as_bytes()).unwrap();
+        enc.finish().unwrap();
+        path
+    };
+    let row = |pixel: &str, label: &str| format!("{}{pixel},{label}\n", "0,".repeat(783));
+    let cases = [
+        ("short.csv.gz", "1,2,3\n".to_string(), 1),
+        (
+            "pixel.csv.gz",
+            format!("{}{}", row("0", "1"), row("300", "1")),
+            2,
+        ),
+        ("label.csv.gz", row("0", "12"), 1),
+        ("text.csv.gz", row("abc", "1"), 1),
+    ];
+    for (name, text, line) in cases {
+        let err = Dataset::from_mnist_csv_gz(write_gz(name, &text)).unwrap_err();
+        assert!(
+            matches!(err, Error::Parse { line: l, .. } if l == line),
+            "{name}: {err:?}"
+        );
+    }
+    // a truncated gzip stream of the real file
+    let real = std::fs::read(trak::data::MNIST_5K_PATH).unwrap();
+    let cut = dir.join("truncated.csv.gz");
+    std::fs::write(&cut, &real[..real.len() / 2]).unwrap();
+    let err = Dataset::from_mnist_csv_gz(&cut).unwrap_err();
+    assert!(
+        matches!(err, Error::Io { .. } | Error::Parse { .. }),
+        "{err:?}"
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}
