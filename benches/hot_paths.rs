@@ -27,8 +27,14 @@ fn gemm_rate<T: faer::traits::ComplexField + Copy>(m: usize, k: usize, n: usize,
     let b = Mat::<T>::from_fn(k, n, |_, _| one);
     let mut c = Mat::<T>::zeros(m, n);
     let threads = rayon::current_num_threads();
-    let par = if threads > 1 { Par::rayon(threads) } else { Par::Seq };
-    let secs = best_of(3, || matmul(c.as_mut(), Accum::Replace, a.as_ref(), b.as_ref(), one, par));
+    let par = if threads > 1 {
+        Par::rayon(threads)
+    } else {
+        Par::Seq
+    };
+    let secs = best_of(3, || {
+        matmul(c.as_mut(), Accum::Replace, a.as_ref(), b.as_ref(), one, par)
+    });
     2.0 * (m * k * n) as f64 / secs / 1e9
 }
 
@@ -41,7 +47,8 @@ fn main() {
         (64, 101_770, 2048, Distribution::Gaussian),
     ] {
         let proj = DenseProjector::new(p, k, dist, 0).unwrap();
-        let g = Array2::<f32>::from_shape_fn((b, p), |(i, j)| ((i * 31 + j * 17) % 13) as f32 - 6.0);
+        let g =
+            Array2::<f32>::from_shape_fn((b, p), |(i, j)| ((i * 31 + j * 17) % 13) as f32 - 6.0);
         let mut out = Array2::<f32>::zeros((b, k));
         let secs = best_of(2, || proj.project(0, g.view(), out.view_mut()).unwrap());
         let rate = 2.0 * (b * p * k) as f64 / secs / 1e9;
@@ -54,20 +61,33 @@ fn main() {
     }
     // Kernel step: Gram (n k²), Cholesky (k³/3), score product (n k m).
     let (n, k, m) = (4000, 2048, 100);
-    let phi = Array2::<f32>::from_shape_fn((n, k), |(i, j)| (((i * 7 + j * 3) % 23) as f32 - 11.0) / 11.0);
+    let phi = Array2::<f32>::from_shape_fn((n, k), |(i, j)| {
+        (((i * 7 + j * 3) % 23) as f32 - 11.0) / 11.0
+    });
     let limit = gemm_rate::<f64>(k, n, k, 1.0);
     let secs = best_of(2, || gram(phi.view()));
     let rate = 2.0 * (n * k * k) as f64 / 2.0 / secs / 1e9; // symmetric: half the products
-    println!("gram n={n} k={k}: {secs:.2} s, {rate:.1} GFLOP/s, f64 GEMM {limit:.1} GFLOP/s, ratio {:.2}", rate / limit);
+    println!(
+        "gram n={n} k={k}: {secs:.2} s, {rate:.1} GFLOP/s, f64 GEMM {limit:.1} GFLOP/s, ratio {:.2}",
+        rate / limit
+    );
     let kmat = gram(phi.view());
     let trace: f64 = kmat.diag().sum();
-    let secs = best_of(2, || Factor::new(kmat.view(), 0.1 * trace / k as f64, 0).unwrap());
-    println!("cholesky k={k}: {secs:.2} s, {:.1} GFLOP/s (single-threaded by design)", (k as f64).powi(3) / 3.0 / secs / 1e9);
+    let secs = best_of(2, || {
+        Factor::new(kmat.view(), 0.1 * trace / k as f64, 0).unwrap()
+    });
+    println!(
+        "cholesky k={k}: {secs:.2} s, {:.1} GFLOP/s (single-threaded by design)",
+        (k as f64).powi(3) / 3.0 / secs / 1e9
+    );
     let factor = Factor::new(kmat.view(), 0.1 * trace / k as f64, 0).unwrap();
     let psi = phi.slice(ndarray::s![..m, ..]).to_owned();
     let y = factor.solve_targets(psi.view()).unwrap();
     let mut acc = Array2::<f64>::zeros((n, m));
     let secs = best_of(2, || add_scores(phi.view(), &y, &mut acc).unwrap());
     let rate = 2.0 * (n * k * m) as f64 / secs / 1e9;
-    println!("scores n={n} k={k} m={m}: {secs:.3} s, {rate:.1} GFLOP/s, ratio to f64 GEMM {:.2}", rate / limit);
+    println!(
+        "scores n={n} k={k} m={m}: {secs:.3} s, {rate:.1} GFLOP/s, ratio to f64 GEMM {:.2}",
+        rate / limit
+    );
 }

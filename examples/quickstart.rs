@@ -61,11 +61,14 @@ fn main() -> trak::Result<()> {
     for (t, top) in scores.top_k(5).iter().enumerate() {
         println!(
             "\ntest digit {t} (label {}): top-5 training examples",
-            test.labels[t]
+            test.labels()[t]
         );
         for &(i, s) in top {
-            println!("  train #{i:<5} label {}  score {s:+.4e}", train.labels[i]);
-            same_label += usize::from(train.labels[i] == test.labels[t]);
+            println!(
+                "  train #{i:<5} label {}  score {s:+.4e}",
+                train.labels()[i]
+            );
+            same_label += usize::from(train.labels()[i] == test.labels()[t]);
         }
     }
     println!(

@@ -210,6 +210,8 @@ impl Trak {
 struct CkptFeatures {
     phi: Array2<f32>,
     q: Array1<f32>,
+    /// Parameter count of the model that was featurised.
+    p: usize,
 }
 
 /// Per-checkpoint training features Φ_m (n × k) and Q_m (n), before finalisation.
@@ -246,7 +248,8 @@ impl TrainFeatures {
             .cfg
             .project_set(checkpoint, model, train, "training", true)?;
         self.n = Some(train.len());
-        self.ckpts.insert(checkpoint, CkptFeatures { phi, q });
+        let p = model.num_params();
+        self.ckpts.insert(checkpoint, CkptFeatures { phi, q, p });
         Ok(())
     }
 
@@ -284,6 +287,7 @@ impl TrainFeatures {
                 IndexedCkpt {
                     phi: c.phi,
                     q: c.q,
+                    p: c.p,
                     factor,
                 },
             );
@@ -300,6 +304,7 @@ impl TrainFeatures {
 struct IndexedCkpt {
     phi: Array2<f32>,
     q: Array1<f32>,
+    p: usize,
     factor: Factor,
 }
 
@@ -361,16 +366,16 @@ impl TrakIndex {
             return Err(Error::Empty("target set"));
         }
         let ck = self.get(checkpoint)?;
+        if model.num_params() != ck.p {
+            return Err(crate::error::shape_err(
+                "model parameters (scoring a checkpoint with a different model from the featurised one)",
+                ck.p,
+                model.num_params(),
+            ));
+        }
         let (psi, _) = self
             .cfg
             .project_set(checkpoint, model, targets, "target", false)?;
-        if psi.ncols() != ck.phi.ncols() {
-            return Err(crate::error::shape_err(
-                "target features (model has a different parameter count from featurisation)",
-                ck.phi.ncols(),
-                psi.ncols(),
-            ));
-        }
         let y = ck.factor.solve_targets(psi.view())?;
         add_scores(ck.phi.view(), &y, acc)
     }
@@ -447,9 +452,9 @@ impl Scores {
         self.values.ncols()
     }
 
-    /// Scores of every training example for target `j`.
-    pub fn target(&self, j: usize) -> ArrayView1<'_, f32> {
-        self.values.column(j)
+    /// Scores of every training example for target `j` (`None` if j ≥ n_targets).
+    pub fn target(&self, j: usize) -> Option<ArrayView1<'_, f32>> {
+        (j < self.n_targets()).then(|| self.values.column(j))
     }
 
     /// For each target, its `k` highest-scoring training examples as (index, score), best

@@ -37,13 +37,11 @@ pub struct Sample {
     pub target: Target,
 }
 
-/// An in-memory classification dataset: `x` is n × d (one row per example), `labels` has n entries.
+/// An in-memory classification dataset: inputs n × d (one row per example) and n labels.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Dataset {
-    /// Inputs, one row per example.
-    pub x: Array2<f32>,
-    /// Class labels.
-    pub labels: Vec<usize>,
+    x: Array2<f32>,
+    labels: Vec<usize>,
 }
 
 impl Dataset {
@@ -63,6 +61,16 @@ impl Dataset {
             });
         }
         Ok(Self { x, labels })
+    }
+
+    /// Inputs, n × d, one row per example.
+    pub fn x(&self) -> &Array2<f32> {
+        &self.x
+    }
+
+    /// Class labels, one per example.
+    pub fn labels(&self) -> &[usize] {
+        &self.labels
     }
 
     /// Number of examples.

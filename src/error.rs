@@ -74,6 +74,15 @@ pub enum Error {
         reason: String,
     },
 
+    /// Training diverged: the minibatch loss became NaN or infinite.
+    #[error("training diverged in epoch {epoch} (loss {loss}); lower the learning rate")]
+    Diverged {
+        /// 0-based epoch.
+        epoch: usize,
+        /// The non-finite loss.
+        loss: f32,
+    },
+
     /// Scoring asked for a checkpoint id that was never featurised.
     #[error("checkpoint {0} was not featurised")]
     UnknownCheckpoint(u64),

@@ -157,7 +157,7 @@ fn user_model_with_random_projection_and_top_k() {
     let top = scores.top_k(5);
     for (t, list) in top.iter().enumerate() {
         assert_eq!(list.len(), 5);
-        let col = scores.target(t);
+        let col = scores.target(t).unwrap();
         let best = col.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
         assert_eq!(list[0].1, best);
         assert!(list.windows(2).all(|w| w[0].1 >= w[1].1));

@@ -298,6 +298,58 @@ fn invalid_configuration() {
 }
 
 #[test]
+fn inconsistent_deserialised_model_and_divergence() {
+    // a serialised model edited by hand: the second layer no longer fits the first
+    let m = model();
+    let mut json: serde_json::Value = serde_json::to_value(&m).unwrap();
+    json["layers"][1]["w"]["dim"] = serde_json::json!([3, 4]);
+    json["layers"][1]["w"]["data"] = serde_json::json!(vec![0.0; 12]);
+    let bad: Mlp<Margin> = serde_json::from_value(json).unwrap();
+    let train = class_samples(5, 4, 3, 1);
+    let err = trak(16)
+        .featurizer()
+        .featurize(0, &bad, &train)
+        .unwrap_err();
+    assert!(matches!(err, Error::ShapeMismatch { .. }), "{err:?}");
+
+    // SGD with an absurd learning rate diverges: a typed error, not NaN parameters
+    let sgd = trak::models::Sgd {
+        lr: 1e30,
+        momentum: 0.0,
+        ..Default::default()
+    };
+    let err = sgd
+        .fit(&mut model(), &class_samples(64, 4, 3, 2))
+        .unwrap_err();
+    assert!(matches!(err, Error::Diverged { .. }), "{err:?}");
+}
+
+#[test]
+fn scoring_with_a_different_model_shape() {
+    let train = class_samples(10, 4, 3, 1);
+    let mut feats = trak(16).featurizer();
+    feats.featurize(0, &model(), &train).unwrap();
+    let index = feats.finalize().unwrap();
+    let other = Mlp::new(&[4, 6, 3], Margin, 0).unwrap();
+    let err = index.score(&[(0, &other)], &train).unwrap_err();
+    assert!(matches!(err, Error::ShapeMismatch { .. }), "{err:?}");
+    assert!(
+        index
+            .score(&[(0, &model())], &train)
+            .unwrap()
+            .target(1)
+            .is_some()
+    );
+    assert!(
+        index
+            .score(&[(0, &model())], &train)
+            .unwrap()
+            .target(10)
+            .is_none()
+    );
+}
+
+#[test]
 fn unknown_and_duplicate_checkpoints() {
     let train = class_samples(10, 4, 3, 1);
     let m = model();

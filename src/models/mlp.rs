@@ -2,7 +2,7 @@
 
 use std::borrow::Borrow;
 
-use ndarray::{Array1, Array2, ArrayView2, ArrayViewMut1, ArrayViewMut2, Axis, Zip, s};
+use ndarray::{Array1, Array2, ArrayView1, ArrayViewMut1, ArrayViewMut2, Axis, Zip, s};
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
@@ -111,24 +111,34 @@ impl<O: OutputFn> Mlp<O> {
 
     /// Builds a network from explicit layers (checked for consistent shapes and finite values).
     pub fn from_layers(layers: Vec<Layer>, output: O) -> Result<Self> {
-        if layers.is_empty() {
+        let m = Self { layers, output };
+        m.check_shapes()?;
+        m.check_finite()?;
+        Ok(m)
+    }
+
+    /// Checks that consecutive layers fit together (a deserialised model is not validated
+    /// otherwise).
+    fn check_shapes(&self) -> Result<()> {
+        if self.layers.is_empty() {
             return Err(Error::Empty("MLP layers"));
         }
-        for (l, layer) in layers.iter().enumerate() {
+        for (l, layer) in self.layers.iter().enumerate() {
             if layer.b.len() != layer.w.nrows() {
                 return Err(shape_err("layer bias", layer.w.nrows(), layer.b.len()));
             }
-            if l > 0 && layer.w.ncols() != layers[l - 1].w.nrows() {
+            if layer.w.is_empty() {
+                return Err(Error::InvalidConfig(format!("layer {l} has no weights")));
+            }
+            if l > 0 && layer.w.ncols() != self.layers[l - 1].w.nrows() {
                 return Err(shape_err(
                     "layer input width",
-                    layers[l - 1].w.nrows(),
+                    self.layers[l - 1].w.nrows(),
                     layer.w.ncols(),
                 ));
             }
         }
-        let m = Self { layers, output };
-        m.check_finite()?;
-        Ok(m)
+        Ok(())
     }
 
     fn check_finite(&self) -> Result<()> {
@@ -143,14 +153,14 @@ impl<O: OutputFn> Mlp<O> {
 
     /// Layer widths `[d, h_1, …, c]`.
     pub fn sizes(&self) -> Vec<usize> {
-        let mut s = vec![self.layers[0].w.ncols()];
+        let mut s = vec![self.input_dim()];
         s.extend(self.layers.iter().map(|l| l.w.nrows()));
         s
     }
 
     /// Input dimension d.
     pub fn input_dim(&self) -> usize {
-        self.layers[0].w.ncols()
+        self.layers.first().map_or(0, |l| l.w.ncols())
     }
 
     /// Number of raw outputs c.
@@ -211,6 +221,7 @@ impl<O: OutputFn> Mlp<O> {
     /// targets against the output function. `first` is the index of `batch[0]` in the caller's
     /// set, used in error messages.
     fn gather<S: Borrow<Sample>>(&self, batch: &[S], first: usize) -> Result<Array2<f32>> {
+        self.check_shapes()?;
         let d = self.input_dim();
         let c = self.output_dim();
         let mut x = Array2::zeros((batch.len(), d));
@@ -231,11 +242,7 @@ impl<O: OutputFn> Mlp<O> {
                     example: first + b,
                     reason,
                 })?;
-            row.assign(
-                &ArrayView2::from_shape((1, d), &s.x)
-                    .expect("length checked")
-                    .row(0),
-            );
+            row.assign(&ArrayView1::from(&s.x[..]));
         }
         Ok(x)
     }

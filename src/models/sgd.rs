@@ -82,8 +82,8 @@ impl Sgd {
     }
 
     /// Trains `model` on `data`, calling `after_epoch(epoch, model)` after each epoch (e.g. to
-    /// keep checkpoints along the trajectory). Fails with [`Error::NonFiniteInput`] if the
-    /// loss diverges.
+    /// keep checkpoints along the trajectory). Fails with [`Error::Diverged`] if the loss
+    /// becomes NaN or infinite.
     pub fn fit_with<O: OutputFn>(
         &self,
         model: &mut Mlp<O>,
@@ -110,10 +110,7 @@ impl Sgd {
                 batch.extend(idx.iter().map(|&i| &data[i]));
                 let loss = model.loss_and_grad(&batch, &mut grad)?;
                 if !loss.is_finite() {
-                    return Err(Error::NonFiniteInput {
-                        what: "training loss (diverged; lower the learning rate)",
-                        index: epoch,
-                    });
+                    return Err(Error::Diverged { epoch, loss });
                 }
                 sum += loss as f64;
                 count += 1;
