@@ -12,6 +12,7 @@
 //! example i to target j; positive means including example i raises the target's model output.
 
 use std::collections::BTreeMap;
+use std::sync::{Arc, OnceLock};
 
 use ndarray::{Array1, Array2, ArrayView1, ArrayView2, Axis, s};
 use serde::{Deserialize, Serialize};
@@ -205,16 +206,35 @@ impl Trak {
     }
 }
 
-/// Training features of one checkpoint.
+/// Training features of one checkpoint. Shared (`Arc`) between a [`TrainFeatures`], its
+/// re-configured copies and the indices finalised from them; the Gram matrix is computed once.
 #[derive(Debug, Clone)]
 struct CkptFeatures {
-    phi: Array2<f32>,
-    q: Array1<f32>,
+    phi: Arc<Array2<f32>>,
+    q: Arc<Array1<f32>>,
     /// Parameter count of the model that was featurised.
     p: usize,
+    gram: Arc<OnceLock<Array2<f64>>>,
+}
+
+impl CkptFeatures {
+    fn new(phi: Array2<f32>, q: Array1<f32>, p: usize) -> Self {
+        Self {
+            phi: Arc::new(phi),
+            q: Arc::new(q),
+            p,
+            gram: Arc::new(OnceLock::new()),
+        }
+    }
+
+    fn gram(&self) -> &Array2<f64> {
+        self.gram.get_or_init(|| gram(self.phi.view()))
+    }
 }
 
 /// Per-checkpoint training features Φ_m (n × k) and Q_m (n), before finalisation.
+///
+/// Cloning is cheap: features are shared, not copied.
 #[derive(Debug, Clone)]
 pub struct TrainFeatures {
     cfg: Trak,
@@ -248,9 +268,14 @@ impl TrainFeatures {
             .cfg
             .project_set(checkpoint, model, train, "training", true)?;
         self.n = Some(train.len());
-        let p = model.num_params();
-        self.ckpts.insert(checkpoint, CkptFeatures { phi, q, p });
+        self.ckpts
+            .insert(checkpoint, CkptFeatures::new(phi, q, model.num_params()));
         Ok(())
+    }
+
+    /// The configuration these features were computed with.
+    pub fn config(&self) -> &Trak {
+        &self.cfg
     }
 
     /// Ids of the checkpoints featurised so far, ascending.
@@ -268,32 +293,75 @@ impl TrainFeatures {
         self.ckpts.get(&checkpoint).map(|c| c.q.view())
     }
 
-    /// Computes each checkpoint's Gram matrix, ridge and Cholesky factor.
-    pub fn finalize(self) -> Result<TrakIndex> {
+    /// The same features with another ridge rule for [`TrainFeatures::finalize`] (shares Φ
+    /// and the cached Gram matrices: a ridge sweep pays for each Gram matrix once).
+    pub fn with_ridge(&self, ridge: Ridge) -> Result<Self> {
+        ridge.validate()?;
+        let mut out = self.clone();
+        out.cfg.ridge = ridge;
+        Ok(out)
+    }
+
+    /// The features a dense projection of dimension `k` (≤ the current one) would give: the
+    /// matrix of dimension k is, entry for entry, the first k columns of the current one
+    /// rescaled from 1/√k_current to 1/√k (see [`crate::project::dense`]), so this keeps the
+    /// first k columns of Φ and rescales them. Equal to featurising at k up to f32 rounding.
+    /// One featurisation at the largest k thus serves a sweep over k.
+    pub fn prefix(&self, k: usize) -> Result<Self> {
+        let cur = self.cfg.proj_dim;
+        if self.cfg.projector == ProjectorKind::Identity {
+            return Err(Error::InvalidConfig(
+                "prefix() needs a random projection, not the identity".into(),
+            ));
+        }
+        if k == 0 || k > cur {
+            return Err(Error::InvalidConfig(format!(
+                "prefix dimension must be in 1..={cur}, got {k}"
+            )));
+        }
+        let scale = ((cur as f64) / (k as f64)).sqrt() as f32;
+        let ckpts = self
+            .ckpts
+            .iter()
+            .map(|(&id, c)| {
+                let phi = c.phi.slice(s![.., ..k]).mapv(|v| v * scale);
+                let mut f = CkptFeatures::new(phi, Array1::zeros(0), c.p);
+                f.q = c.q.clone();
+                (id, f)
+            })
+            .collect();
+        let mut cfg = self.cfg.clone();
+        cfg.proj_dim = k;
+        Ok(Self {
+            cfg,
+            n: self.n,
+            ckpts,
+        })
+    }
+
+    /// Computes each checkpoint's Gram matrix (cached), ridge and Cholesky factor.
+    pub fn finalize(&self) -> Result<TrakIndex> {
         if self.ckpts.is_empty() {
             return Err(Error::Empty(
                 "featurised checkpoints (call featurize first)",
             ));
         }
         let mut ckpts = BTreeMap::new();
-        for (id, c) in self.ckpts {
-            let k_mat = gram(c.phi.view());
-            let k = k_mat.nrows();
+        for (&id, c) in &self.ckpts {
+            let k_mat = c.gram();
             let trace: f64 = k_mat.diag().sum();
-            let lambda = self.cfg.ridge.lambda(trace, k);
+            let lambda = self.cfg.ridge.lambda(trace, k_mat.nrows());
             let factor = Factor::new(k_mat.view(), lambda, id)?;
             ckpts.insert(
                 id,
                 IndexedCkpt {
-                    phi: c.phi,
-                    q: c.q,
-                    p: c.p,
+                    feats: c.clone(),
                     factor,
                 },
             );
         }
         Ok(TrakIndex {
-            cfg: self.cfg,
+            cfg: self.cfg.clone(),
             n: self.n.expect("set with the first checkpoint"),
             ckpts,
         })
@@ -302,9 +370,7 @@ impl TrainFeatures {
 
 #[derive(Debug, Clone)]
 struct IndexedCkpt {
-    phi: Array2<f32>,
-    q: Array1<f32>,
-    p: usize,
+    feats: CkptFeatures,
     factor: Factor,
 }
 
@@ -343,6 +409,32 @@ impl TrakIndex {
             .ok_or(Error::UnknownCheckpoint(checkpoint))
     }
 
+    /// Projected output gradients of `targets` under the model at `checkpoint`, checked
+    /// against what was featurised (same parameter count). Feed them to
+    /// [`TrakIndex::score_features`] to score the same targets under several indices.
+    pub fn target_features<M: Model>(
+        &self,
+        checkpoint: u64,
+        model: &M,
+        targets: &[M::Example],
+    ) -> Result<Array2<f32>> {
+        if targets.is_empty() {
+            return Err(Error::Empty("target set"));
+        }
+        let ck = self.get(checkpoint)?;
+        if model.num_params() != ck.feats.p {
+            return Err(crate::error::shape_err(
+                "model parameters (scoring a checkpoint with a different model from the featurised one)",
+                ck.feats.p,
+                model.num_params(),
+            ));
+        }
+        Ok(self
+            .cfg
+            .project_set(checkpoint, model, targets, "target", false)?
+            .0)
+    }
+
     /// Un-weighted scores of one checkpoint, S_m = Φ_m (Φ_mᵀΦ_m + λI)⁻¹ Ψ_mᵀ (n × m, f64).
     pub fn checkpoint_scores<M: Model>(
         &self,
@@ -350,34 +442,21 @@ impl TrakIndex {
         model: &M,
         targets: &[M::Example],
     ) -> Result<Array2<f64>> {
+        let psi = self.target_features(checkpoint, model, targets)?;
         let mut acc = Array2::zeros((self.n, targets.len()));
-        self.add_checkpoint_scores(checkpoint, model, targets, &mut acc)?;
+        self.add_checkpoint_scores(checkpoint, psi.view(), &mut acc)?;
         Ok(acc)
     }
 
-    fn add_checkpoint_scores<M: Model>(
+    fn add_checkpoint_scores(
         &self,
         checkpoint: u64,
-        model: &M,
-        targets: &[M::Example],
+        psi: ArrayView2<'_, f32>,
         acc: &mut Array2<f64>,
     ) -> Result<()> {
-        if targets.is_empty() {
-            return Err(Error::Empty("target set"));
-        }
         let ck = self.get(checkpoint)?;
-        if model.num_params() != ck.p {
-            return Err(crate::error::shape_err(
-                "model parameters (scoring a checkpoint with a different model from the featurised one)",
-                ck.p,
-                model.num_params(),
-            ));
-        }
-        let (psi, _) = self
-            .cfg
-            .project_set(checkpoint, model, targets, "target", false)?;
-        let y = ck.factor.solve_targets(psi.view())?;
-        add_scores(ck.phi.view(), &y, acc)
+        let y = ck.factor.solve_targets(psi)?;
+        add_scores(ck.feats.phi.view(), &y, acc)
     }
 
     /// TRAK scores of `targets` from the ensemble `checkpoints` (each an id given to
@@ -399,24 +478,60 @@ impl TrakIndex {
         if targets.is_empty() {
             return Err(Error::Empty("target set"));
         }
-        for (i, (id, _)) in checkpoints.iter().enumerate() {
-            self.get(*id)?;
-            if checkpoints[..i].iter().any(|(other, _)| other == id) {
-                return Err(Error::DuplicateCheckpoint(*id));
-            }
+        check_ids(checkpoints.iter().map(|c| c.0), |id| {
+            self.get(id).map(|_| ())
+        })?;
+        let psis = checkpoints
+            .iter()
+            .map(|&(id, m)| Ok((id, self.target_features(id, m, targets)?)))
+            .collect::<Result<Vec<_>>>()?;
+        let views: Vec<(u64, ArrayView2<'_, f32>)> =
+            psis.iter().map(|(id, p)| (*id, p.view())).collect();
+        self.score_features(&views)
+    }
+
+    /// [`TrakIndex::score`] from precomputed target features Ψ_m (targets × k), one matrix per
+    /// listed checkpoint (e.g. from [`TrakIndex::target_features`] or [`Trak::features`]).
+    pub fn score_features(&self, targets: &[(u64, ArrayView2<'_, f32>)]) -> Result<Scores> {
+        if targets.is_empty() {
+            return Err(Error::Empty("checkpoint list"));
         }
-        let mut acc = Array2::<f64>::zeros((self.n, targets.len()));
+        check_ids(targets.iter().map(|t| t.0), |id| self.get(id).map(|_| ()))?;
+        let m = targets[0].1.nrows();
+        if m == 0 {
+            return Err(Error::Empty("target set"));
+        }
+        let mut acc = Array2::<f64>::zeros((self.n, m));
         let mut qsum = Array1::<f64>::zeros(self.n);
-        for &(id, model) in checkpoints {
-            self.add_checkpoint_scores(id, model, targets, &mut acc)?;
-            qsum.zip_mut_with(&self.get(id)?.q, |s, &q| *s += q as f64);
+        for (id, psi) in targets {
+            if psi.nrows() != m {
+                return Err(crate::error::shape_err(
+                    "target features rows (same targets for every checkpoint)",
+                    m,
+                    psi.nrows(),
+                ));
+            }
+            self.add_checkpoint_scores(*id, psi.view(), &mut acc)?;
+            qsum.zip_mut_with(&*self.get(*id)?.feats.q, |s, &q| *s += q as f64);
         }
-        let m = checkpoints.len() as f64;
+        let count = targets.len() as f64;
         let values = Array2::from_shape_fn(acc.raw_dim(), |(i, j)| {
-            ((acc[(i, j)] / m) * (qsum[i] / m)) as f32
+            ((acc[(i, j)] / count) * (qsum[i] / count)) as f32
         });
         Ok(Scores { values })
     }
+}
+
+/// Every id known (`known`) and none repeated.
+fn check_ids(ids: impl Iterator<Item = u64>, known: impl Fn(u64) -> Result<()>) -> Result<()> {
+    let mut seen = std::collections::BTreeSet::new();
+    for id in ids {
+        known(id)?;
+        if !seen.insert(id) {
+            return Err(Error::DuplicateCheckpoint(id));
+        }
+    }
+    Ok(())
 }
 
 /// Attribution scores: an n_train × n_targets matrix (row i = training example i,

@@ -66,6 +66,7 @@
 pub mod attribute;
 pub mod data;
 pub mod error;
+pub mod eval;
 pub mod kernel;
 pub mod model;
 pub mod models;

@@ -206,3 +206,58 @@ fn ensemble_of_checkpoints_combines_as_the_formula() {
         "ensemble subset {0, 2}",
     );
 }
+
+#[test]
+fn prefix_ridge_and_precomputed_targets_agree_with_the_direct_route() {
+    let (train, targets) = (class_samples(300, 12, 4, 11), class_samples(6, 12, 4, 12));
+    let ms = models(2, &[12, 10, 4], Margin);
+    let big = Trak::builder().proj_dim(256).seed(9).build().unwrap();
+    let small = Trak::builder().proj_dim(100).seed(9).build().unwrap();
+    let (mut fb, mut fs) = (big.featurizer(), small.featurizer());
+    for (i, m) in ms.iter().enumerate() {
+        fb.featurize(i as u64, m, &train).unwrap();
+        fs.featurize(i as u64, m, &train).unwrap();
+    }
+    // prefix(100) of a k = 256 featurisation = featurising at k = 100, up to f32 rounding
+    let pre = fb.prefix(100).unwrap();
+    for i in 0..2 {
+        let (a, b) = (pre.features(i).unwrap(), fs.features(i).unwrap());
+        let scale = b.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+        assert!(
+            a.iter()
+                .zip(b.iter())
+                .all(|(x, y)| (x - y).abs() <= 1e-5 * scale)
+        );
+    }
+    assert!(fb.prefix(257).is_err() && fb.prefix(0).is_err());
+    // with_ridge(r).finalize() = building with r; score_features = score
+    let r = Ridge::Absolute(2.5);
+    let direct = Trak::builder()
+        .proj_dim(100)
+        .seed(9)
+        .ridge(r)
+        .build()
+        .unwrap();
+    let mut fd = direct.featurizer();
+    for (i, m) in ms.iter().enumerate() {
+        fd.featurize(i as u64, m, &train).unwrap();
+    }
+    let idx_direct = fd.finalize().unwrap();
+    let idx_swept = fs.with_ridge(r).unwrap().finalize().unwrap();
+    let ck: Vec<(u64, &Mlp<Margin>)> = vec![(0, &ms[0]), (1, &ms[1])];
+    let a = idx_direct.score(&ck, &targets).unwrap();
+    let b = idx_swept.score(&ck, &targets).unwrap();
+    assert_eq!(a, b, "same features and ridge ⇒ same scores, bit for bit");
+    assert_eq!(idx_swept.lambda(1).unwrap(), 2.5);
+    let psi: Vec<ndarray::Array2<f32>> = (0..2)
+        .map(|i| {
+            idx_swept
+                .target_features(i, &ms[i as usize], &targets)
+                .unwrap()
+        })
+        .collect();
+    let c = idx_swept
+        .score_features(&[(0, psi[0].view()), (1, psi[1].view())])
+        .unwrap();
+    assert_eq!(a, c);
+}
