@@ -5,6 +5,7 @@
 //! cargo run --release --example lds              # J = 300 subsets, 200 targets, k ∈ {512, 2048, 4096}, M ∈ {1, 5, 10}
 //! cargo run --release --example lds -- --quick   # J = 48, 40 targets, k = 512, M ∈ {1, 3}
 //! cargo run --release --example lds -- --sweep   # the default protocol under a sweep of ridges λ
+//! cargo run --release --example lds -- --ridges n:2,k:0.1,abs:0   # chosen ridge rules
 //! ```
 //! Options: `--family logreg|mlp` (repeatable), `--no-cache`. Subset-model margins are cached
 //! in `target/lds-cache/`, so re-runs skip the retraining. See docs/VALIDATION.md.
@@ -18,6 +19,7 @@ use trak::kernel::Ridge;
 
 fn ridge_name(r: &Option<Ridge>) -> String {
     match r {
+        Some(Ridge::MeanSquaredNorm(c)) => format!("{c}·tr/n"),
         Some(Ridge::Relative(c)) => format!("{c:e}·tr/k"),
         Some(Ridge::Absolute(l)) => format!("{l:e}"),
         None => "-".into(),
@@ -38,6 +40,27 @@ fn main() -> trak::Result<()> {
                     .into_iter()
                     .map(Ridge::Relative),
             )
+            .chain(
+                [0.5, 1.0, 2.0, 4.0, 8.0]
+                    .into_iter()
+                    .map(Ridge::MeanSquaredNorm),
+            )
+            .collect();
+    }
+    // --ridges n:2,k:0.1,abs:0  (n: × tr/n, k: × tr/k, abs: absolute λ)
+    if let Some(w) = args.windows(2).find(|w| w[0] == "--ridges") {
+        cfg.ridges = w[1]
+            .split(',')
+            .map(|item| {
+                let (kind, v) = item.split_once(':').expect("ridge spec kind:value");
+                let v: f64 = v.parse().expect("ridge value");
+                match kind {
+                    "n" => Ridge::MeanSquaredNorm(v),
+                    "k" => Ridge::Relative(v),
+                    "abs" => Ridge::Absolute(v),
+                    other => panic!("unknown ridge kind {other:?} (n, k or abs)"),
+                }
+            })
             .collect();
     }
     if args.iter().any(|a| a == "--no-cache") {

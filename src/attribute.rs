@@ -33,7 +33,7 @@ pub struct Trak {
 }
 
 /// Builder for [`Trak`]. Defaults: k = 2048, Rademacher projection, seed 0,
-/// [`Ridge::default`], batch size 64.
+/// [`Ridge::default`] (λ = 2·tr(ΦᵀΦ)/n), batch size 64.
 #[derive(Debug, Clone)]
 pub struct TrakBuilder {
     cfg: Trak,
@@ -69,7 +69,7 @@ impl TrakBuilder {
         self.cfg.seed = seed;
         self
     }
-    /// Ridge λ (relative to trace/k by default).
+    /// Ridge λ (default [`crate::kernel::DEFAULT_RIDGE`]).
     pub fn ridge(mut self, ridge: Ridge) -> Self {
         self.cfg.ridge = ridge;
         self
@@ -350,7 +350,8 @@ impl TrainFeatures {
         for (&id, c) in &self.ckpts {
             let k_mat = c.gram();
             let trace: f64 = k_mat.diag().sum();
-            let lambda = self.cfg.ridge.lambda(trace, k_mat.nrows());
+            let n = self.n.expect("set with the first checkpoint");
+            let lambda = self.cfg.ridge.lambda(trace, k_mat.nrows(), n);
             let factor = Factor::new(k_mat.view(), lambda, id)?;
             ckpts.insert(
                 id,

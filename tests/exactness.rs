@@ -45,6 +45,7 @@ fn naive<O: OutputFn>(
         let mut k = matmul(&transpose(&phi), &phi);
         let trace: f64 = (0..p).map(|i| k[i][i]).sum();
         let lambda = match ridge {
+            Ridge::MeanSquaredNorm(c) => c * trace / phi.len() as f64,
             Ridge::Relative(c) => c * trace / p as f64,
             Ridge::Absolute(l) => l,
         };
