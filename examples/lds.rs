@@ -66,15 +66,7 @@ fn main() -> trak::Result<()> {
     if args.iter().any(|a| a == "--no-cache") {
         cfg.cache_dir = None;
     }
-    let fams: Vec<Family> = args
-        .windows(2)
-        .filter(|w| w[0] == "--family")
-        .map(|w| match w[1].as_str() {
-            "logreg" => Family::LogReg,
-            "mlp" => Family::Mlp,
-            other => panic!("unknown family {other:?} (logreg or mlp)"),
-        })
-        .collect();
+    let fams = Family::from_args(&args)?;
     if !fams.is_empty() {
         cfg.families = fams;
     }

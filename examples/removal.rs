@@ -11,15 +11,7 @@ use trak::eval::benchmark::{self, Family, RemovalConfig};
 fn main() -> trak::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut cfg = RemovalConfig::default();
-    let fams: Vec<Family> = args
-        .windows(2)
-        .filter(|w| w[0] == "--family")
-        .map(|w| match w[1].as_str() {
-            "logreg" => Family::LogReg,
-            "mlp" => Family::Mlp,
-            other => panic!("unknown family {other:?} (logreg or mlp)"),
-        })
-        .collect();
+    let fams = Family::from_args(&args)?;
     if !fams.is_empty() {
         cfg.families = fams;
     }

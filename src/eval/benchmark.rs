@@ -46,6 +46,25 @@ impl Family {
         }
     }
 
+    /// The family named `logreg` or `mlp`.
+    pub fn from_name(name: &str) -> Result<Self> {
+        match name {
+            "logreg" => Ok(Family::LogReg),
+            "mlp" => Ok(Family::Mlp),
+            other => Err(Error::InvalidConfig(format!(
+                "unknown model family {other:?} (logreg or mlp)"
+            ))),
+        }
+    }
+
+    /// The families named by `--family NAME` options in command-line arguments (empty if none).
+    pub fn from_args(args: &[String]) -> Result<Vec<Self>> {
+        args.windows(2)
+            .filter(|w| w[0] == "--family")
+            .map(|w| Self::from_name(&w[1]))
+            .collect()
+    }
+
     /// Layer sizes.
     pub fn sizes(self) -> Vec<usize> {
         match self {
