@@ -19,8 +19,16 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::kernel::{Factor, Ridge, add_scores, gram};
+use crate::model::FactoredModel;
 use crate::model::Model;
-use crate::project::{self, ProjectorKind};
+use crate::project::{self, FactoredMatrices, FactoredProjector, Projector, ProjectorKind};
+
+/// How a batch becomes features: flat gradients through a [`Projector`], or layer factors
+/// through a factored projector's matrices.
+enum Engine<'a, E> {
+    Flat(Box<dyn Projector>),
+    Factored(&'a dyn FactoredModel<E>, FactoredMatrices),
+}
 
 /// Attribution settings. Build with [`Trak::builder`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -92,6 +100,9 @@ impl TrakBuilder {
             return Err(Error::InvalidConfig("batch size must be positive".into()));
         }
         c.ridge.validate()?;
+        if let ProjectorKind::Sparse { s } = c.projector {
+            project::SparseProjector::new(1, c.proj_dim, s, c.seed)?;
+        }
         Ok(self.cfg)
     }
 }
@@ -150,31 +161,78 @@ impl Trak {
         if p == 0 {
             return Err(Error::InvalidConfig("the model has no parameters".into()));
         }
-        let proj = project::build(self.projector, p, self.proj_dim, self.seed)?;
-        let k = proj.output_dim();
+        let engine = if self.projector == ProjectorKind::Factored {
+            let fm = model.factored().ok_or_else(|| {
+                Error::InvalidConfig(
+                    "ProjectorKind::Factored needs a model whose Model::factored() returns its \
+                     FactoredModel view; this model has none"
+                        .into(),
+                )
+            })?;
+            let layers = fm.linear_layers();
+            let covered: usize = layers.iter().map(|l| l.num_params()).sum();
+            if covered != p {
+                return Err(Error::InvalidConfig(format!(
+                    "factored projection: the linear layers cover {covered} parameters but the \
+                     model has {p}; every parameter must belong to one layer"
+                )));
+            }
+            let fp = FactoredProjector::new(&layers, self.proj_dim, self.seed)?;
+            Engine::Factored(fm, fp.at_checkpoint(checkpoint))
+        } else {
+            Engine::Flat(project::build(self.projector, p, self.proj_dim, self.seed)?)
+        };
+        let k = match &engine {
+            Engine::Flat(proj) => proj.output_dim(),
+            Engine::Factored(_, m) => m.output_dim(),
+        };
         let n = examples.len();
         let bs = self.batch_size.min(n.max(1));
         let mut feats = Array2::<f32>::zeros((n, k));
         let mut q = Array1::<f32>::zeros(if with_q { n } else { 0 });
-        let mut grads = Array2::<f32>::zeros((bs, p));
+        let mut grads = match engine {
+            Engine::Flat(_) => Array2::<f32>::zeros((bs, p)),
+            Engine::Factored(..) => Array2::<f32>::zeros((0, 0)),
+        };
         for (bi, batch) in examples.chunks(bs).enumerate() {
             let start = bi * bs;
             let len = batch.len();
-            let mut g = grads.slice_mut(s![..len, ..]);
-            model.output_grads(batch, g.view_mut())?;
-            if let Some(flat) = g.iter().position(|v| !v.is_finite()) {
-                return Err(Error::NonFiniteGradient {
-                    set,
-                    example: start + flat / p,
-                    checkpoint,
-                    param: flat % p,
-                });
+            let out = feats.slice_mut(s![start..start + len, ..]);
+            match &engine {
+                Engine::Flat(proj) => {
+                    let mut g = grads.slice_mut(s![..len, ..]);
+                    model.output_grads(batch, g.view_mut())?;
+                    if let Some(flat) = g.iter().position(|v| !v.is_finite()) {
+                        return Err(Error::NonFiniteGradient {
+                            set,
+                            example: start + flat / p,
+                            checkpoint,
+                            param: flat % p,
+                        });
+                    }
+                    proj.project(checkpoint, g.view(), out)?;
+                }
+                Engine::Factored(fm, mats) => {
+                    let factors = fm.layer_factors(batch)?;
+                    mats.check(&factors, len)?;
+                    for (layer, f) in factors.iter().enumerate() {
+                        for (what, m) in [("activation", &f.acts), ("output gradient", &f.deltas)] {
+                            if let Some(flat) = m.iter().position(|v| !v.is_finite()) {
+                                let per_example = f.positions * m.ncols();
+                                return Err(Error::NonFiniteFactor {
+                                    set,
+                                    example: start + flat / per_example,
+                                    checkpoint,
+                                    layer,
+                                    what,
+                                    index: flat % per_example,
+                                });
+                            }
+                        }
+                    }
+                    mats.project(&factors, out)?;
+                }
             }
-            proj.project(
-                checkpoint,
-                g.view(),
-                feats.slice_mut(s![start..start + len, ..]),
-            )?;
             if with_q {
                 let mut qb = q.slice_mut(s![start..start + len]);
                 model.output_q(batch, qb.view_mut())?;
@@ -309,10 +367,15 @@ impl TrainFeatures {
     /// One featurisation at the largest k thus serves a sweep over k.
     pub fn prefix(&self, k: usize) -> Result<Self> {
         let cur = self.cfg.proj_dim;
-        if self.cfg.projector == ProjectorKind::Identity {
-            return Err(Error::InvalidConfig(
-                "prefix() needs a random projection, not the identity".into(),
-            ));
+        if !matches!(
+            self.cfg.projector,
+            ProjectorKind::Rademacher | ProjectorKind::Gaussian
+        ) {
+            return Err(Error::InvalidConfig(format!(
+                "prefix() needs a dense random projection (its first k columns are the \
+                 projection of dimension k), not {:?}",
+                self.cfg.projector
+            )));
         }
         if k == 0 || k > cur {
             return Err(Error::InvalidConfig(format!(

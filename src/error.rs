@@ -74,6 +74,26 @@ pub enum Error {
         reason: String,
     },
 
+    /// A model's layer factors (activations or output gradients, for the factored projector)
+    /// contain NaN or ±∞.
+    #[error(
+        "non-finite {what} in layer {layer} for {set} example {example} at checkpoint {checkpoint} (entry {index})"
+    )]
+    NonFiniteFactor {
+        /// "training" or "target".
+        set: &'static str,
+        /// Index of the example in the set.
+        example: usize,
+        /// Checkpoint id.
+        checkpoint: u64,
+        /// 0-based linear layer (in the order of `FactoredModel::linear_layers`).
+        layer: usize,
+        /// "activation" or "output gradient".
+        what: &'static str,
+        /// Index of the offending entry within the example's factor row.
+        index: usize,
+    },
+
     /// Training diverged: the minibatch loss became NaN or infinite.
     #[error("training diverged in epoch {epoch} (loss {loss}); lower the learning rate")]
     Diverged {

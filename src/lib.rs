@@ -75,4 +75,4 @@ pub mod project;
 
 pub use attribute::{Scores, TrainFeatures, Trak, TrakBuilder, TrakIndex};
 pub use error::{Error, Result};
-pub use model::Model;
+pub use model::{FactoredModel, Model};

@@ -33,7 +33,8 @@
 //! # assert_eq!(m.num_params(), 2);
 //! ```
 
-use ndarray::{ArrayViewMut1, ArrayViewMut2};
+use ndarray::{Array2, ArrayViewMut1, ArrayViewMut2};
+use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
 
@@ -58,4 +59,61 @@ pub trait Model: Sync {
     /// Writes Q_b = −∂L/∂f at `batch[b]` into `q[b]` (length `batch.len()`); for the
     /// classification margin this is 1 − p(correct class).
     fn output_q(&self, batch: &[Self::Example], q: ArrayViewMut1<'_, f32>) -> Result<()>;
+
+    /// The model's per-layer view, if it has one: implement [`FactoredModel`] and return
+    /// `Some(self)` here to make [`crate::project::ProjectorKind::Factored`] available.
+    /// The default is `None`.
+    fn factored(&self) -> Option<&dyn FactoredModel<Self::Example>> {
+        None
+    }
+}
+
+/// Shape of one linear layer y = W a as the factored projector sees it: W is
+/// `out_dim × in_dim`. A bias is folded in as an extra input fixed at 1 (so `in_dim` counts it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct LinearLayer {
+    /// Output dimension (rows of W).
+    pub out_dim: usize,
+    /// Input dimension (columns of W, the bias column included).
+    pub in_dim: usize,
+}
+
+impl LinearLayer {
+    /// Parameters of the layer, `out_dim · in_dim`.
+    pub fn num_params(&self) -> usize {
+        self.out_dim * self.in_dim
+    }
+}
+
+/// One linear layer's factors for a batch of B examples, each applying the layer at
+/// `positions` places (1 for a dense layer; sequence length or spatial positions for a layer
+/// shared across positions, zero-padded to a common count).
+///
+/// Rows `b·positions .. (b+1)·positions` of both matrices belong to example b. The gradient of
+/// f with respect to W for example b is Σ_t δ_{b,t} a_{b,t}ᵀ over those rows.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LayerFactors {
+    /// Places the layer is applied at per example (T ≥ 1).
+    pub positions: usize,
+    /// Inputs a of the layer (with the constant-1 bias column if any): `B·T × in_dim`.
+    pub acts: Array2<f32>,
+    /// Gradients δ = ∂f/∂y of the layer's outputs: `B·T × out_dim`.
+    pub deltas: Array2<f32>,
+}
+
+/// Per-layer access for the factored (Kronecker) projection: a model whose parameters are all
+/// weights of linear layers exposes, per layer, its inputs and the gradient of the output
+/// function with respect to its outputs. The projector then computes (P_outᵀδ) ⊗ (P_inᵀa)
+/// per layer without ever forming the p-dimensional gradient.
+///
+/// Requirements, checked by the pipeline: the layers' parameter counts sum to
+/// [`Model::num_params`] (every parameter belongs to exactly one layer, biases as an extra
+/// input column), and `layer_factors` returns one [`LayerFactors`] per layer with the shapes
+/// given by [`FactoredModel::linear_layers`]. Like [`Model`], results must not depend on how
+/// examples are batched.
+pub trait FactoredModel<E>: Sync {
+    /// The linear layers, in a fixed order.
+    fn linear_layers(&self) -> Vec<LinearLayer>;
+    /// Inputs and output gradients of every layer for `batch`.
+    fn layer_factors(&self, batch: &[E]) -> Result<Vec<LayerFactors>>;
 }

@@ -1,4 +1,5 @@
-//! Same seed ⇒ bit-identical features and scores for 1, 2 and 4 threads and batch sizes 1, 7, 64.
+//! Same seed ⇒ bit-identical features and scores for 1, 2 and 4 threads and batch sizes 1, 7, 64,
+//! for every projector kind.
 
 mod common;
 
@@ -26,7 +27,13 @@ fn features_and_scores_do_not_depend_on_threads_or_batch_size() {
             m
         })
         .collect();
-    for kind in [ProjectorKind::Rademacher, ProjectorKind::Gaussian] {
+    for kind in [
+        ProjectorKind::Rademacher,
+        ProjectorKind::Gaussian,
+        ProjectorKind::Sparse { s: 4 },
+        ProjectorKind::Sparse { s: 3 },
+        ProjectorKind::Factored,
+    ] {
         let mut reference: Option<(Vec<Vec<u32>>, Vec<u32>)> = None;
         for threads in [1, 2, 4] {
             let pool = rayon::ThreadPoolBuilder::new()
@@ -72,5 +79,40 @@ fn features_and_scores_do_not_depend_on_threads_or_batch_size() {
                 }
             }
         }
+    }
+}
+
+/// The sparse projector over several parallel chunks of coordinates: the same bits whatever
+/// the thread count and however the rows are batched.
+#[test]
+fn sparse_projection_over_many_chunks_is_deterministic() {
+    use ndarray::{Array2, s};
+    use trak::project::sparse::SPARSE_CHUNK;
+    use trak::project::{Projector, SparseProjector};
+    let (p, k, b) = (3 * SPARSE_CHUNK + 5, 200, 6);
+    let g = Array2::from_shape_fn((b, p), |(i, j)| {
+        ((i * 7919 + j * 104_729) % 1001) as f32 / 500.0 - 1.0
+    });
+    let proj = SparseProjector::new(p, k, 4, 9).unwrap();
+    let run = |threads: usize, split: usize| {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        pool.install(|| {
+            let mut out = Array2::zeros((b, k));
+            proj.project(1, g.slice(s![..split, ..]), out.slice_mut(s![..split, ..]))
+                .unwrap();
+            proj.project(1, g.slice(s![split.., ..]), out.slice_mut(s![split.., ..]))
+                .unwrap();
+            bits(out.view())
+        })
+    };
+    let reference = run(1, 0);
+    for (threads, split) in [(2, 3), (4, 1), (3, 5)] {
+        assert!(
+            run(threads, split) == reference,
+            "{threads} threads, split {split}"
+        );
     }
 }

@@ -6,6 +6,7 @@ use common::class_samples;
 use ndarray::{ArrayViewMut1, ArrayViewMut2};
 use trak::data::{Dataset, Sample, Target};
 use trak::kernel::Ridge;
+use trak::model::{FactoredModel, LayerFactors, LinearLayer};
 use trak::models::Mlp;
 use trak::output::{Logistic, Margin};
 use trak::project::{DenseProjector, Distribution, Projector, ProjectorKind};
@@ -48,6 +49,115 @@ impl Model for Faulty {
         }
         Ok(())
     }
+    fn factored(&self) -> Option<&dyn FactoredModel<Self::Example>> {
+        Some(self)
+    }
+}
+
+/// Poisons entry 3 of layer 1's activations of example `grad_at`.
+impl FactoredModel<(usize, Sample)> for Faulty {
+    fn linear_layers(&self) -> Vec<LinearLayer> {
+        self.inner.linear_layers()
+    }
+    fn layer_factors(&self, batch: &[(usize, Sample)]) -> trak::Result<Vec<LayerFactors>> {
+        let samples: Vec<Sample> = batch.iter().map(|(_, s)| s.clone()).collect();
+        let mut f = self.inner.layer_factors(&samples)?;
+        for (b, (i, _)) in batch.iter().enumerate() {
+            if Some(*i) == self.grad_at {
+                f[1].acts[(b, 3)] = self.value;
+            }
+        }
+        Ok(f)
+    }
+}
+
+/// A model without a factored view.
+struct Flat(Mlp<Margin>);
+
+impl Model for Flat {
+    type Example = Sample;
+    fn num_params(&self) -> usize {
+        self.0.num_params()
+    }
+    fn output_grads(&self, batch: &[Sample], grads: ArrayViewMut2<'_, f32>) -> trak::Result<()> {
+        self.0.output_grads(batch, grads)
+    }
+    fn output_q(&self, batch: &[Sample], q: ArrayViewMut1<'_, f32>) -> trak::Result<()> {
+        self.0.output_q(batch, q)
+    }
+}
+
+#[test]
+fn factored_projection_errors() {
+    let train = indexed(class_samples(30, 4, 3, 1));
+    let trak = Trak::builder()
+        .proj_dim(16)
+        .projector(ProjectorKind::Factored)
+        .batch_size(8)
+        .build()
+        .unwrap();
+    let m = Faulty {
+        inner: model(),
+        grad_at: Some(19),
+        q_at: None,
+        value: f32::NAN,
+    };
+    let err = trak.featurizer().featurize(7, &m, &train).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::NonFiniteFactor {
+                set: "training",
+                example: 19,
+                checkpoint: 7,
+                layer: 1,
+                what: "activation",
+                index: 3
+            }
+        ),
+        "{err:?}"
+    );
+    // a model without layer factors is refused with a message saying why
+    let plain: Vec<Sample> = train.iter().map(|(_, s)| s.clone()).collect();
+    let err = trak
+        .featurizer()
+        .featurize(0, &Flat(model()), &plain)
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::InvalidConfig(m) if m.contains("factored")),
+        "{err:?}"
+    );
+    // the flat projector builder refuses the factored kind
+    assert!(matches!(
+        trak::project::build(ProjectorKind::Factored, 10, 4, 0),
+        Err(Error::InvalidConfig(_))
+    ));
+    // ... and TrainFeatures::prefix is only for dense projections
+    let mut feats = trak.featurizer();
+    feats.featurize(0, &model(), &plain).unwrap();
+    assert!(matches!(feats.prefix(8), Err(Error::InvalidConfig(_))));
+}
+
+#[test]
+fn sparse_projection_configuration_is_checked() {
+    for (s, k) in [(0, 16), (17, 16), (65, 128)] {
+        let err = Trak::builder()
+            .proj_dim(k)
+            .projector(ProjectorKind::Sparse { s })
+            .build()
+            .unwrap_err();
+        assert!(
+            matches!(err, Error::InvalidConfig(_)),
+            "s={s} k={k}: {err:?}"
+        );
+    }
+    let proj = trak::project::SparseProjector::new(10, 8, 2, 0).unwrap();
+    let g = ndarray::Array2::<f32>::zeros((3, 9));
+    let mut out = ndarray::Array2::<f32>::zeros((3, 8));
+    assert!(matches!(
+        proj.project(0, g.view(), out.view_mut()),
+        Err(Error::ShapeMismatch { .. })
+    ));
 }
 
 fn indexed(samples: Vec<Sample>) -> Vec<(usize, Sample)> {

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::data::{Sample, Target};
 use crate::error::{Error, Result, shape_err};
-use crate::model::Model;
+use crate::model::{FactoredModel, LayerFactors, LinearLayer, Model};
 use crate::output::{Logistic, Margin, OutputFn, OutputValue, Regression};
 
 /// One affine layer: z = W a + b, with W of shape (out × in).
@@ -376,6 +376,10 @@ impl<O: OutputFn> Model for Mlp<O> {
         self.param_count()
     }
 
+    fn factored(&self) -> Option<&dyn FactoredModel<Sample>> {
+        Some(self)
+    }
+
     fn output_grads(&self, batch: &[Sample], mut grads: ArrayViewMut2<'_, f32>) -> Result<()> {
         let p = self.param_count();
         if grads.dim() != (batch.len(), p) {
@@ -388,17 +392,7 @@ impl<O: OutputFn> Model for Mlp<O> {
         if batch.is_empty() {
             return Ok(());
         }
-        let fwd = self.forward(self.gather(batch, 0)?);
-        let z = fwd.acts.last().expect("at least one layer");
-        let mut delta = Array2::zeros(z.raw_dim());
-        for ((z, mut d), s) in z.rows().into_iter().zip(delta.rows_mut()).zip(batch) {
-            self.output.eval(
-                z.as_slice().expect("standard layout"),
-                &s.target,
-                d.as_slice_mut().expect("standard layout"),
-            );
-        }
-        let deltas = self.backward(&fwd, delta);
+        let (fwd, deltas) = self.output_backward(batch)?;
         // Per-example outer products δ_l aᵀ_{l-1}, one row of `grads` per example.
         grads
             .axis_iter_mut(Axis(0))
@@ -430,5 +424,67 @@ impl<O: OutputFn> Model for Mlp<O> {
             *q = v.q;
         }
         Ok(())
+    }
+}
+
+impl<O: OutputFn> Mlp<O> {
+    /// Forward pass and back-propagation of ∂f/∂z for a batch: activations and, per layer, the
+    /// gradient of the output function with respect to the layer's pre-activations.
+    fn output_backward(&self, batch: &[Sample]) -> Result<(Forward, Vec<Array2<f32>>)> {
+        let fwd = self.forward(self.gather(batch, 0)?);
+        let z = fwd.acts.last().expect("at least one layer");
+        let mut delta = Array2::zeros(z.raw_dim());
+        for ((z, mut d), s) in z.rows().into_iter().zip(delta.rows_mut()).zip(batch) {
+            self.output.eval(
+                z.as_slice().expect("standard layout"),
+                &s.target,
+                d.as_slice_mut().expect("standard layout"),
+            );
+        }
+        let deltas = self.backward(&fwd, delta);
+        Ok((fwd, deltas))
+    }
+}
+
+/// Each layer z = W a + b is a linear layer of shape `out × (in + 1)`: the bias is the weight
+/// of a constant-1 input appended after the layer's inputs.
+impl<O: OutputFn> FactoredModel<Sample> for Mlp<O> {
+    fn linear_layers(&self) -> Vec<LinearLayer> {
+        self.layers
+            .iter()
+            .map(|l| LinearLayer {
+                out_dim: l.w.nrows(),
+                in_dim: l.w.ncols() + 1,
+            })
+            .collect()
+    }
+
+    fn layer_factors(&self, batch: &[Sample]) -> Result<Vec<LayerFactors>> {
+        if batch.is_empty() {
+            return Ok(self
+                .linear_layers()
+                .iter()
+                .map(|l| LayerFactors {
+                    positions: 1,
+                    acts: Array2::zeros((0, l.in_dim)),
+                    deltas: Array2::zeros((0, l.out_dim)),
+                })
+                .collect());
+        }
+        let (fwd, deltas) = self.output_backward(batch)?;
+        Ok(deltas
+            .into_iter()
+            .enumerate()
+            .map(|(l, deltas)| {
+                let a = &fwd.acts[l];
+                let mut acts = Array2::ones((a.nrows(), a.ncols() + 1));
+                acts.slice_mut(s![.., ..a.ncols()]).assign(a);
+                LayerFactors {
+                    positions: 1,
+                    acts,
+                    deltas,
+                }
+            })
+            .collect())
     }
 }

@@ -49,12 +49,12 @@ pub struct DenseProjector {
 
 /// Multiply-add flavour: fused where the CPU has FMA, plain otherwise. One flavour is chosen
 /// per machine, so results are reproducible on that machine.
-trait Arith {
+pub(crate) trait Arith {
     fn madd(a: f32, b: f32, c: f32) -> f32;
 }
 
 #[allow(dead_code)] // unused on targets without an FMA path
-struct Fused;
+pub(crate) struct Fused;
 impl Arith for Fused {
     #[inline(always)]
     fn madd(a: f32, b: f32, c: f32) -> f32 {
@@ -63,7 +63,7 @@ impl Arith for Fused {
 }
 
 #[allow(dead_code)] // unused on targets where FMA is always present
-struct Unfused;
+pub(crate) struct Unfused;
 impl Arith for Unfused {
     #[inline(always)]
     fn madd(a: f32, b: f32, c: f32) -> f32 {
@@ -72,9 +72,9 @@ impl Arith for Unfused {
 }
 
 #[cfg(target_arch = "aarch64")]
-type Portable = Fused;
+pub(crate) type Portable = Fused;
 #[cfg(not(target_arch = "aarch64"))]
-type Portable = Unfused;
+pub(crate) type Portable = Unfused;
 
 impl DenseProjector {
     /// A projector from R^p to R^k with entries of `dist`, keyed by `seed`.

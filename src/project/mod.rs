@@ -7,6 +7,10 @@
 //!   1/√k (Johnson–Lindenstrauss scaling, so E\[φ_aᵀφ_b\] = g_aᵀg_b). P is never stored: its
 //!   entries are computed on the fly from the Philox4x32-10 counter-based generator, tile by
 //!   tile, each tile reused across the whole batch.
+//! - [`SparseProjector`]: sparse JL, s non-zeros ±1/√s per input coordinate; one pass over
+//!   the gradient, memory-bound.
+//! - [`FactoredProjector`]: per-layer Kronecker projection from layer inputs and output
+//!   gradients ([`crate::model::FactoredModel`]); never forms the p-dimensional gradient.
 //! - [`IdentityProjector`]: φ = g (k = p), for exactness checks on small models.
 //!
 //! Every projector here gives bit-identical features for a given (seed, checkpoint) whatever
@@ -15,9 +19,13 @@
 //! FMA instructions rounds once per multiply-add, one without rounds twice.)
 
 pub mod dense;
+pub mod factored;
 pub mod philox;
+pub mod sparse;
 
 pub use dense::DenseProjector;
+pub use factored::{FactoredMatrices, FactoredProjector, LayerPlan};
+pub use sparse::SparseProjector;
 
 use ndarray::{ArrayView2, ArrayViewMut2};
 use serde::{Deserialize, Serialize};
@@ -44,6 +52,20 @@ pub enum ProjectorKind {
     Gaussian,
     /// No projection: features are the raw gradients (k = p). For small models and tests.
     Identity,
+    /// Sparse JL projection with `s` non-zeros per input coordinate ([`SparseProjector`]).
+    Sparse {
+        /// Non-zeros per input coordinate (1, 2, 4 or 8 are the usual choices).
+        s: usize,
+    },
+    /// Per-layer Kronecker projection ([`FactoredProjector`]). Needs a model whose
+    /// [`crate::Model::factored`] returns its [`crate::model::FactoredModel`] view. The
+    /// feature dimension is at most the configured k (see [`factored`] for the split).
+    Factored,
+}
+
+impl ProjectorKind {
+    /// The sparse projector's default s: 4 non-zeros per input coordinate.
+    pub const SPARSE: ProjectorKind = ProjectorKind::Sparse { s: 4 };
 }
 
 /// A linear map from p-dimensional gradients to k-dimensional features.
@@ -62,7 +84,8 @@ pub trait Projector: Sync {
 }
 
 /// Builds the projector of `kind` for p-dimensional gradients. `k` is ignored for
-/// [`ProjectorKind::Identity`] (k = p).
+/// [`ProjectorKind::Identity`] (k = p). [`ProjectorKind::Factored`] does not act on
+/// p-dimensional gradients and is refused here; see [`FactoredProjector`].
 pub fn build(kind: ProjectorKind, p: usize, k: usize, seed: u64) -> Result<Box<dyn Projector>> {
     Ok(match kind {
         ProjectorKind::Rademacher => {
@@ -72,6 +95,14 @@ pub fn build(kind: ProjectorKind, p: usize, k: usize, seed: u64) -> Result<Box<d
             Box::new(DenseProjector::new(p, k, Distribution::Gaussian, seed)?)
         }
         ProjectorKind::Identity => Box::new(IdentityProjector::new(p)?),
+        ProjectorKind::Sparse { s } => Box::new(SparseProjector::new(p, k, s, seed)?),
+        ProjectorKind::Factored => {
+            return Err(Error::InvalidConfig(
+                "the factored projector works on layer factors, not flat gradients: \
+                 use FactoredProjector"
+                    .into(),
+            ));
+        }
     })
 }
 
