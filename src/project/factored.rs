@@ -226,12 +226,15 @@ fn factor_pair(share: usize, out: usize, inp: usize) -> (usize, usize) {
     (0, 0)
 }
 
+/// (P_out, P_in) of one layer; `None` is an identity factor.
+type FactorPair = (Option<Array2<f32>>, Option<Array2<f32>>);
+
 /// A [`FactoredProjector`]'s matrices for one checkpoint. `None` marks an identity factor.
 #[derive(Debug, Clone)]
 pub struct FactoredMatrices {
     plan: Vec<LayerPlan>,
     k: usize,
-    mats: Vec<(Option<Array2<f32>>, Option<Array2<f32>>)>,
+    mats: Vec<FactorPair>,
 }
 
 impl FactoredMatrices {
