@@ -1,10 +1,46 @@
-//! placeholder during development
+//! Projection throughput against this machine's own limits, both measured in the same run.
+//!
+//! ```text
+//! cargo run --release --example bench_projection            # thread count: RAYON_NUM_THREADS
+//! cargo run --release --example bench_projection -- --reps 3
+//! ```
+//!
+//! Limits, measured first:
+//! - **f32 GEMM rate**: faer's multi-threaded GEMM on the projection's shape with the matrix
+//!   stored, (B × p′)·(p′ × k) with p′ = min(p, 2¹⁷) (a stored 2²⁰ × 2048 matrix would be 8 GB;
+//!   the rate does not depend on the inner dimension at these sizes).
+//! - **memory read bandwidth**: a streaming f32 sum over 1 GiB, all threads.
+//!
+//! Then one line per case, exactly
+//! `PROJ kind=<dense|sparse|factored> B=<batch> p=<params> k=<k> ex_per_s=<x> ratio_to_limit=<r>`:
+//! - dense (Rademacher, the default): ratio = achieved 2·B·p·k flop/s ÷ GEMM rate;
+//! - sparse (s = 4, the default) and factored: ratio = the gradient bytes B·p·4 ÷ time ÷
+//!   bandwidth, i.e. the fraction of the rate at which the gradients could merely be read once.
+//!   The factored projector never forms the gradients (it reads per-layer factors, far fewer
+//!   bytes), so its ratio can exceed 1.
+//!
+//! Cases: p = 2²⁰ (for factored: one 1024 × 1024 linear layer), k ∈ {512, 2048},
+//! B ∈ {32, 128}; then the MNIST MLP (784-128-10, p = 101,770; real MNIST inputs, gradients
+//! or layer factors computed beforehand, only the projection timed). Lines starting `EXTRA`
+//! add the Gaussian dense projector and the other sparse s. Every time is the best of `--reps`
+//! runs (default 2). No assertion: the machine is shared.
+
+use std::time::Instant;
+
 use faer::linalg::matmul::matmul;
 use faer::{Accum, Mat, Par};
 use ndarray::Array2;
+use rand::{RngExt, SeedableRng};
+use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
-use std::time::Instant;
-use trak::project::{DenseProjector, Distribution, Projector};
+use trak::Model;
+use trak::data::Dataset;
+use trak::model::{FactoredModel, LayerFactors, LinearLayer};
+use trak::models::Mlp;
+use trak::output::Margin;
+use trak::project::{
+    DenseProjector, Distribution, FactoredMatrices, FactoredProjector, Projector, SparseProjector,
+};
 
 fn best_of<T>(reps: usize, mut f: impl FnMut() -> T) -> f64 {
     (0..reps)
@@ -15,51 +51,146 @@ fn best_of<T>(reps: usize, mut f: impl FnMut() -> T) -> f64 {
         })
         .fold(f64::INFINITY, f64::min)
 }
-fn main() {
+
+/// faer f32 GEMM GFLOP/s on (b × p′)·(p′ × k), all threads.
+fn gemm_gflops(b: usize, p: usize, k: usize, reps: usize) -> f64 {
+    let pg = p.min(1 << 17);
     let threads = rayon::current_num_threads();
     let par = if threads > 1 {
         Par::rayon(threads)
     } else {
         Par::Seq
     };
-    let big: Vec<f32> = (0..1usize << 27)
+    let a = Mat::<f32>::from_fn(b, pg, |i, j| ((i * 7 + j * 13) % 17) as f32 - 8.0);
+    let m = Mat::<f32>::from_fn(pg, k, |i, j| ((i * 5 + j * 3) % 11) as f32 - 5.0);
+    let mut c = Mat::<f32>::zeros(b, k);
+    let secs = best_of(reps + 1, || {
+        matmul(c.as_mut(), Accum::Replace, a.as_ref(), m.as_ref(), 1.0, par)
+    });
+    2.0 * (b * pg * k) as f64 / secs / 1e9
+}
+
+/// Streaming read bandwidth in GB/s: sum of 1 GiB of f32, all threads.
+fn read_bandwidth(reps: usize) -> f64 {
+    let v: Vec<f32> = (0..1usize << 28)
         .into_par_iter()
         .map(|i| (i % 7) as f32)
         .collect();
-    let secs = best_of(5, || {
-        big.par_chunks(1 << 16)
+    let secs = best_of(reps + 2, || {
+        v.par_chunks(1 << 16)
             .map(|c| c.iter().sum::<f32>())
             .sum::<f32>()
     });
-    let bw = (big.len() * 4) as f64 / secs / 1e9;
-    println!("bandwidth {bw:.1} GB/s");
-    drop(big);
+    (v.len() * 4) as f64 / secs / 1e9
+}
+
+struct Limits {
+    bandwidth: f64,
+    reps: usize,
+}
+
+impl Limits {
+    fn line(&self, kind: &str, b: usize, p: usize, k: usize, secs: f64, gemm: Option<f64>) {
+        let ex = b as f64 / secs;
+        let ratio = match gemm {
+            Some(g) => 2.0 * (b * p * k) as f64 / secs / 1e9 / g,
+            None => (b * p * 4) as f64 / secs / 1e9 / self.bandwidth,
+        };
+        println!("PROJ kind={kind} B={b} p={p} k={k} ex_per_s={ex:.1} ratio_to_limit={ratio:.2}");
+    }
+}
+
+fn dense(p: usize, k: usize, dist: Distribution, g: &Array2<f32>, reps: usize) -> f64 {
+    let proj = DenseProjector::new(p, k, dist, 0).unwrap();
+    let mut out = Array2::zeros((g.nrows(), k));
+    best_of(reps, || proj.project(0, g.view(), out.view_mut()).unwrap())
+}
+
+fn sparse(p: usize, k: usize, s: usize, g: &Array2<f32>, reps: usize) -> f64 {
+    let proj = SparseProjector::new(p, k, s, 0).unwrap();
+    let mut out = Array2::zeros((g.nrows(), k));
+    best_of(reps, || proj.project(0, g.view(), out.view_mut()).unwrap())
+}
+
+fn factored(mats: &FactoredMatrices, f: &[LayerFactors], b: usize, reps: usize) -> f64 {
+    let mut out = Array2::zeros((b, mats.output_dim()));
+    best_of(10 * reps, || mats.project(f, out.view_mut()).unwrap())
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let reps = args
+        .windows(2)
+        .find(|w| w[0] == "--reps")
+        .map_or(2, |w| w[1].parse().expect("--reps takes an integer"));
+    let threads = rayon::current_num_threads();
+    let bandwidth = read_bandwidth(reps);
+    println!("LIMIT threads={threads} read_bandwidth_gb_s={bandwidth:.2}");
+    let lim = Limits { bandwidth, reps };
+    let mut rng = ChaCha8Rng::seed_from_u64(0);
+
+    // Synthetic: p = 2^20.
     let p = 1usize << 20;
+    let layer = LinearLayer {
+        out_dim: 1024,
+        in_dim: 1024,
+    };
     for k in [512, 2048] {
         for b in [32, 128] {
-            let pg = 1 << 17;
-            let a = Mat::<f32>::from_fn(b, pg, |i, j| ((i * 7 + j * 13) % 17) as f32 - 8.0);
-            let m = Mat::<f32>::from_fn(pg, k, |i, j| ((i * 5 + j * 3) % 11) as f32 - 5.0);
-            let mut c = Mat::<f32>::zeros(b, k);
-            let s = best_of(3, || {
-                matmul(c.as_mut(), Accum::Replace, a.as_ref(), m.as_ref(), 1.0, par)
-            });
-            let gemm = 2.0 * (b * pg * k) as f64 / s / 1e9;
-            drop((a, m));
-            let g = Array2::<f32>::from_shape_fn((b, p), |(i, j)| {
-                ((i * 31 + j * 17) % 13) as f32 - 6.0
-            });
-            let mut out = Array2::<f32>::zeros((b, k));
-            for dist in [Distribution::Rademacher, Distribution::Gaussian] {
-                let proj = DenseProjector::new(p, k, dist, 0).unwrap();
-                let s = best_of(2, || proj.project(0, g.view(), out.view_mut()).unwrap());
-                let rate = 2.0 * (b * p * k) as f64 / s / 1e9;
+            let gemm = gemm_gflops(b, p, k, lim.reps);
+            println!("LIMIT B={b} k={k} f32_gemm_gflops={gemm:.1}");
+            let g = Array2::from_shape_simple_fn((b, p), || rng.random_range(-1.0f32..1.0));
+            let secs = dense(p, k, Distribution::Rademacher, &g, lim.reps);
+            lim.line("dense", b, p, k, secs, Some(gemm));
+            let secs = sparse(p, k, 4, &g, lim.reps);
+            lim.line("sparse", b, p, k, secs, None);
+            let fp = FactoredProjector::new(&[layer], k, 0).unwrap();
+            let mats = fp.at_checkpoint(0);
+            let f = [LayerFactors {
+                positions: 1,
+                acts: Array2::from_shape_simple_fn((b, 1024), || rng.random_range(-1.0f32..1.0)),
+                deltas: Array2::from_shape_simple_fn((b, 1024), || rng.random_range(-1.0f32..1.0)),
+            }];
+            let secs = factored(&mats, &f, b, lim.reps);
+            lim.line("factored", b, p, k, secs, None);
+            for s in [1, 2, 8] {
+                let secs = sparse(p, k, s, &g, lim.reps);
+                let bw = (b * p * 4) as f64 / secs / 1e9;
                 println!(
-                    "dense {dist:?} B={b} k={k}: {:.0} ex/s {rate:.1} GF/s gemm {gemm:.1} ratio {:.2}",
-                    b as f64 / s,
-                    rate / gemm
+                    "EXTRA kind=sparse-s{s} B={b} p={p} k={k} ex_per_s={:.1} ratio_to_limit={:.2}",
+                    b as f64 / secs,
+                    bw / bandwidth
                 );
             }
+            let secs = dense(p, k, Distribution::Gaussian, &g, lim.reps);
+            println!(
+                "EXTRA kind=dense-gaussian B={b} p={p} k={k} ex_per_s={:.1} ratio_to_limit={:.2}",
+                b as f64 / secs,
+                2.0 * (b * p * k) as f64 / secs / 1e9 / gemm
+            );
+        }
+    }
+
+    // The MNIST MLP: real inputs, gradients and factors computed once, projection timed.
+    let data = Dataset::mnist_5k().expect("vendored MNIST");
+    let model = Mlp::new(&[784, 128, 10], Margin, 1).unwrap();
+    let p = model.num_params();
+    let samples = data.samples();
+    for k in [512, 2048] {
+        for b in [32, 128] {
+            let batch = &samples[..b];
+            let mut g = Array2::zeros((b, p));
+            model.output_grads(batch, g.view_mut()).unwrap();
+            let gemm = gemm_gflops(b, p, k, lim.reps);
+            println!("LIMIT B={b} k={k} f32_gemm_gflops={gemm:.1} (MLP shape)");
+            let secs = dense(p, k, Distribution::Rademacher, &g, lim.reps);
+            lim.line("dense", b, p, k, secs, Some(gemm));
+            let secs = sparse(p, k, 4, &g, lim.reps);
+            lim.line("sparse", b, p, k, secs, None);
+            let fp = FactoredProjector::new(&model.linear_layers(), k, 0).unwrap();
+            let f = model.layer_factors(batch).unwrap();
+            let secs = factored(&fp.at_checkpoint(0), &f, b, lim.reps);
+            lim.line("factored", b, p, k, secs, None);
         }
     }
 }

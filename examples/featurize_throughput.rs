@@ -1,9 +1,11 @@
 //! Featurisation throughput of the MNIST MLP (784-128-10, p = 101,770).
 //!
-//! `cargo run --release --example featurize_throughput -- [k] [batch] [n]`
-//! (defaults k = 2048, batch = 64, n = 512). Thread count: `RAYON_NUM_THREADS`.
-//! Prints the examples/s of the whole featurisation (gradients + projection + checks),
-//! next to the machine's own f32 GEMM rate on the same shape (faer, stored matrix).
+//! `cargo run --release --example featurize_throughput -- [k] [batch] [n] [projector]`
+//! (defaults k = 2048, batch = 64, n = 512, projector `dense`; also `gaussian`, `sparse`
+//! (s = 4), `sparse:<s>`, `factored`). Thread count: `RAYON_NUM_THREADS`.
+//! Prints the examples/s of the whole featurisation (model gradients or layer factors,
+//! projection, Q and finiteness checks), next to the machine's own f32 GEMM rate on the dense
+//! projection's shape (faer, stored matrix).
 
 use std::time::Instant;
 
@@ -13,10 +15,26 @@ use trak::Trak;
 use trak::data::Dataset;
 use trak::models::Mlp;
 use trak::output::Margin;
+use trak::project::ProjectorKind;
 
 fn main() -> trak::Result<()> {
-    let args: Vec<usize> = std::env::args()
-        .skip(1)
+    let raw: Vec<String> = std::env::args().skip(1).collect();
+    let kind_name = raw.get(3).cloned().unwrap_or_else(|| "dense".into());
+    let kind = match kind_name.split_once(':') {
+        Some(("sparse", s)) => ProjectorKind::Sparse {
+            s: s.parse().expect("sparse:<s>"),
+        },
+        _ => match kind_name.as_str() {
+            "dense" => ProjectorKind::Rademacher,
+            "gaussian" => ProjectorKind::Gaussian,
+            "sparse" => ProjectorKind::SPARSE,
+            "factored" => ProjectorKind::Factored,
+            other => panic!("unknown projector {other:?}"),
+        },
+    };
+    let args: Vec<usize> = raw
+        .iter()
+        .take(3)
         .map(|a| a.parse().expect("integer argument"))
         .collect();
     let k = args.first().copied().unwrap_or(2048);
@@ -27,7 +45,11 @@ fn main() -> trak::Result<()> {
     let samples = data.samples()[..n].to_vec();
     let model = Mlp::new(&[784, 128, 10], Margin, 1)?;
     let p = trak::Model::num_params(&model);
-    let trak = Trak::builder().proj_dim(k).batch_size(batch).build()?;
+    let trak = Trak::builder()
+        .proj_dim(k)
+        .projector(kind)
+        .batch_size(batch)
+        .build()?;
 
     // Warm-up (page faults, CPU frequency), then the timed run.
     trak.featurizer()
@@ -56,7 +78,7 @@ fn main() -> trak::Result<()> {
     }
     let gemm = 2.0 * (batch * p * k * reps) as f64 / t.elapsed().as_secs_f64() / 1e9;
     println!(
-        "FEATURIZE model=mlp-784-128-10 p={p} k={k} B={batch} n={n} threads={threads} ex_per_s={ex_per_s:.1} \
+        "FEATURIZE model=mlp-784-128-10 projector={kind_name} p={p} k={k} B={batch} n={n} threads={threads} ex_per_s={ex_per_s:.1} \
          gflops={gflops:.1} gemm_gflops={gemm:.1} ratio_to_gemm={:.2}",
         gflops / gemm
     );

@@ -7,7 +7,9 @@
 //! cargo run --release --example lds -- --sweep   # the default protocol under a sweep of ridges λ
 //! cargo run --release --example lds -- --ridges n:2,k:0.1,abs:0   # chosen ridge rules
 //! ```
-//! Options: `--family logreg|mlp` (repeatable), `--no-cache`. Subset-model margins are cached
+//! Options: `--family logreg|mlp` (repeatable), `--k 512,2048` (projection dimensions),
+//! `--projectors sparse:4,sparse:1,factored,gaussian|none` (rows next to the dense TRAK; the
+//! default is the default sparse and the factored projector), `--no-cache`. Subset-model margins are cached
 //! in `target/lds-cache/`, so re-runs skip the retraining. See docs/VALIDATION.md.
 
 use std::time::Instant;
@@ -16,6 +18,7 @@ use image::{Rgb, RgbImage};
 use trak::data::Dataset;
 use trak::eval::benchmark::{self, BenchConfig, BenchOutput, Family, LdsRow, Snapshot};
 use trak::kernel::Ridge;
+use trak::project::ProjectorKind;
 
 fn ridge_name(r: &Option<Ridge>) -> String {
     match r {
@@ -61,6 +64,29 @@ fn main() -> trak::Result<()> {
                     other => panic!("unknown ridge kind {other:?} (n, k or abs)"),
                 }
             })
+            .collect();
+    }
+    // --projectors sparse:4,sparse:1,factored  (extra rows next to the dense TRAK; none: dense only)
+    if let Some(w) = args.windows(2).find(|w| w[0] == "--projectors") {
+        cfg.extra_projectors = w[1]
+            .split(',')
+            .filter(|item| *item != "none")
+            .map(|item| match item.split_once(':') {
+                Some(("sparse", s)) => ProjectorKind::Sparse {
+                    s: s.parse().expect("sparse:<s>"),
+                },
+                None if item == "sparse" => ProjectorKind::SPARSE,
+                None if item == "factored" => ProjectorKind::Factored,
+                None if item == "gaussian" => ProjectorKind::Gaussian,
+                _ => panic!("unknown projector {item:?} (sparse[:s], factored, gaussian, none)"),
+            })
+            .collect();
+    }
+    // --k 2048,4096  (projection dimensions)
+    if let Some(w) = args.windows(2).find(|w| w[0] == "--k") {
+        cfg.proj_dims = w[1]
+            .split(',')
+            .map(|v| v.parse().expect("--k takes integers"))
             .collect();
     }
     if args.iter().any(|a| a == "--no-cache") {

@@ -9,7 +9,7 @@
 //! bit-identical whatever the number of threads.
 
 use faer::linalg::matmul::matmul;
-use faer::{Accum, Mat, Par};
+use faer::{Accum, Mat, MatMut, MatRef, Par};
 use ndarray::{Array2, ArrayView2};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -19,7 +19,7 @@ use crate::error::{Error, Result, shape_err};
 /// Side of the square output tiles of the Gram matrix.
 const GRAM_TILE: usize = 256;
 /// Rows of Φ per task in the score product.
-const SCORE_ROWS: usize = 512;
+pub const SCORE_ROWS: usize = 512;
 
 /// The ridge λ added to the Gram matrix's diagonal.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -200,7 +200,9 @@ impl Factor {
     }
 }
 
-/// Adds Φ Y (n × m) to `acc`, for Φ of shape n × k and Y of shape k × m.
+/// Adds Φ Y (n × m) to `acc`, for Φ of shape n × k and Y of shape k × m. `acc` must be in
+/// standard (row-major) layout. Parallel over fixed blocks of [`SCORE_ROWS`] rows, so the
+/// result does not depend on the thread count.
 pub fn add_scores(phi: ArrayView2<'_, f32>, y: &Mat<f64>, acc: &mut Array2<f64>) -> Result<()> {
     let (n, k) = phi.dim();
     if y.nrows() != k {
@@ -214,31 +216,30 @@ pub fn add_scores(phi: ArrayView2<'_, f32>, y: &Mat<f64>, acc: &mut Array2<f64>)
         ));
     }
     let m = y.ncols();
-    let blocks: Vec<Mat<f64>> = (0..n.div_ceil(SCORE_ROWS))
-        .into_par_iter()
-        .map(|bi| {
-            let r0 = bi * SCORE_ROWS;
-            let rows = SCORE_ROWS.min(n - r0);
-            let block = to_f64_mat(phi.slice(ndarray::s![r0..r0 + rows, ..]));
-            let mut dst = Mat::<f64>::zeros(rows, m);
-            matmul(
-                dst.as_mut(),
-                Accum::Replace,
-                block.as_ref(),
-                y.as_ref(),
-                1.0,
-                Par::Seq,
-            );
-            dst
-        })
-        .collect();
-    for (bi, block) in blocks.iter().enumerate() {
-        let r0 = bi * SCORE_ROWS;
-        for j in 0..m {
-            for i in 0..block.nrows() {
-                acc[(r0 + i, j)] += block[(i, j)];
-            }
-        }
+    if n == 0 || m == 0 {
+        return Ok(());
     }
+    let acc = acc.as_slice_mut().ok_or_else(|| {
+        shape_err(
+            "score accumulator layout",
+            "standard (row-major)",
+            "strided",
+        )
+    })?;
+    // Each task owns SCORE_ROWS rows of the accumulator: it widens its rows of Φ to f64 and
+    // adds their product with Y in place (faer, sequential inside the task).
+    acc.par_chunks_mut(SCORE_ROWS * m)
+        .enumerate()
+        .for_each(|(bi, dst)| {
+            let r0 = bi * SCORE_ROWS;
+            let rows = dst.len() / m;
+            let mut block = Vec::with_capacity(rows * k);
+            for row in phi.slice(ndarray::s![r0..r0 + rows, ..]).rows() {
+                block.extend(row.iter().map(|&v| v as f64));
+            }
+            let lhs = MatRef::from_row_major_slice(&block, rows, k);
+            let dst = MatMut::from_row_major_slice_mut(dst, rows, m);
+            matmul(dst, Accum::Add, lhs, y.as_ref(), 1.0, Par::Seq);
+        });
     Ok(())
 }

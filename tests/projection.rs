@@ -277,17 +277,17 @@ fn factored_applies_the_kronecker_product_of_its_factors() {
 #[test]
 fn factored_inner_products_are_unbiased() {
     use trak::model::{LayerFactors, LinearLayer};
-    // one layer, out 6, in 50, applied at 3 positions; features 2 × 15
+    // one layer, out 16, in 50, applied at 3 positions; features 3 × 10
     let layer = LinearLayer {
-        out_dim: 6,
+        out_dim: 16,
         in_dim: 50,
     };
     let fp = FactoredProjector::new(&[layer], 30, 5).unwrap();
-    assert_eq!((fp.plan()[0].k_out, fp.plan()[0].k_in), (2, 15));
+    assert_eq!((fp.plan()[0].k_out, fp.plan()[0].k_in), (3, 10));
     let acts = random_matrix(6, 50, 1);
-    let mut deltas = random_matrix(6, 6, 2);
+    let mut deltas = random_matrix(6, 16, 2);
     // correlate the two examples' gradients
-    for c in 0..6 {
+    for c in 0..16 {
         deltas[(3, c)] += deltas[(0, c)];
     }
     let f = LayerFactors {
@@ -296,10 +296,10 @@ fn factored_inner_products_are_unbiased() {
         deltas: deltas.clone(),
     };
     let grad = |e: usize| {
-        let mut g = Array2::<f64>::zeros((6, 50));
+        let mut g = Array2::<f64>::zeros((16, 50));
         for t in 0..3 {
             let (d, a) = (deltas.row(e * 3 + t), acts.row(e * 3 + t));
-            for r in 0..6 {
+            for r in 0..16 {
                 for c in 0..50 {
                     g[(r, c)] += d[r] as f64 * a[c] as f64;
                 }

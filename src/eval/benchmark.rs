@@ -26,6 +26,7 @@ use crate::eval::{grad_dot, lds, random_scores, subset_masks};
 use crate::kernel::Ridge;
 use crate::models::{Mlp, Sgd};
 use crate::output::Margin;
+use crate::project::ProjectorKind;
 use ndarray::{Array2, ArrayView2, s};
 
 /// A built-in model family.
@@ -122,6 +123,9 @@ pub struct BenchConfig {
     pub proj_dims: Vec<usize>,
     /// Ridge rules for TRAK (one row per rule).
     pub ridges: Vec<Ridge>,
+    /// Other projectors evaluated next to the dense one (rows `trak-sparse`,
+    /// `trak-factored`; see [`method_name`]), at every k and M, under the first ridge rule.
+    pub extra_projectors: Vec<ProjectorKind>,
     /// Where to cache subset-model margins (`None`: no cache).
     pub cache_dir: Option<PathBuf>,
     /// Seed of the split, the subsets and the projections.
@@ -132,7 +136,8 @@ pub struct BenchConfig {
 
 impl BenchConfig {
     /// The default protocol: both families, 4,000 train / 200 targets, J = 300 subsets at
-    /// α = 0.5, M ∈ {1, 5, 10}, k ∈ {512, 2048, 4096}, the default ridge.
+    /// α = 0.5, M ∈ {1, 5, 10}, k ∈ {512, 2048, 4096}, the default ridge, the dense
+    /// projection and, as extra rows, the default sparse and the factored projections.
     pub fn full() -> Self {
         Self {
             families: vec![Family::LogReg, Family::Mlp],
@@ -143,6 +148,7 @@ impl BenchConfig {
             ensembles: vec![1, 5, 10],
             proj_dims: vec![512, 2048, 4096],
             ridges: vec![Ridge::default()],
+            extra_projectors: vec![ProjectorKind::SPARSE, ProjectorKind::Factored],
             cache_dir: Some(PathBuf::from("target/lds-cache")),
             seed: 0,
             verbose: true,
@@ -162,12 +168,31 @@ impl BenchConfig {
     }
 }
 
+/// The method name of TRAK under a projector kind: `trak` (dense Rademacher), `trak-gaussian`,
+/// `trak-sparse` (s = 4, the default) or `trak-sparse-s<s>`, `trak-factored`, `trak-identity`.
+pub fn method_name(kind: ProjectorKind) -> String {
+    match kind {
+        ProjectorKind::Rademacher => "trak".into(),
+        ProjectorKind::Gaussian => "trak-gaussian".into(),
+        ProjectorKind::Identity => "trak-identity".into(),
+        ProjectorKind::Factored => "trak-factored".into(),
+        k @ ProjectorKind::Sparse { s } => {
+            if k == ProjectorKind::SPARSE {
+                "trak-sparse".into()
+            } else {
+                format!("trak-sparse-s{s}")
+            }
+        }
+    }
+}
+
 /// One LDS measurement.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LdsRow {
     /// Model family.
     pub family: Family,
-    /// `trak`, `grad-dot`, `grad-cos` or `random`.
+    /// `trak`, `trak-sparse`, `trak-factored` (see [`method_name`]), `grad-dot`, `grad-cos`
+    /// or `random`.
     pub method: String,
     /// Projection dimension.
     pub k: usize,
@@ -484,6 +509,46 @@ pub fn run(cfg: &BenchConfig) -> Result<BenchOutput> {
                     ridge: None,
                     value: Some(eval(&random_scores(train.len(), targets.len(), seed))?),
                 });
+            }
+        }
+        for &kind in &cfg.extra_projectors {
+            let method = method_name(kind);
+            for &k in &cfg.proj_dims {
+                let t0 = std::time::Instant::now();
+                let trak = Trak::builder()
+                    .proj_dim(k)
+                    .projector(kind)
+                    .seed(cfg.seed)
+                    .ridge(cfg.ridges[0])
+                    .build()?;
+                let mut feats = trak.featurizer();
+                let mut psis = Vec::new();
+                for (id, m) in models.iter().enumerate() {
+                    feats.featurize(id as u64, m, &train)?;
+                    psis.push(trak.features(id as u64, m, &targets)?);
+                }
+                let dim = psis[0].ncols();
+                log(
+                    cfg,
+                    format!(
+                        "{}: {method} k = {k} (features: {dim}), featurised in {:.1} s",
+                        family.name(),
+                        t0.elapsed().as_secs_f64()
+                    ),
+                );
+                let index = feats.finalize()?;
+                for &m in &cfg.ensembles {
+                    let t: Vec<(u64, ArrayView2<'_, f32>)> =
+                        (0..m).map(|i| (i as u64, psis[i].view())).collect();
+                    rows.push(LdsRow {
+                        family,
+                        method: method.clone(),
+                        k,
+                        m,
+                        ridge: Some(cfg.ridges[0]),
+                        value: Some(eval(&index.score_features(&t)?)?),
+                    });
+                }
             }
         }
         if let Some((scores, k, m)) = snapshot {

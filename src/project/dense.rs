@@ -24,7 +24,7 @@
 use ndarray::{ArrayView2, ArrayViewMut2, s};
 use rayon::prelude::*;
 
-use super::philox::{philox4x32_10, splitmix64};
+use super::philox::{philox4x32_10, philox4x32_10_lanes, splitmix64};
 use super::{Distribution, Projector, check_shapes};
 use crate::error::{Error, Result};
 
@@ -160,12 +160,19 @@ impl DenseProjector {
                 }
             }
             Distribution::Gaussian => {
+                const L: usize = GAUSS_LANES;
                 for ii in 0..rt {
-                    for quad in 0..COL_BLOCK / 4 {
-                        let v = gaussian_quad(key, r0 + ii, c0 / 4 + quad, self.scale);
-                        let lc = quad * 4;
-                        let dst = &mut tile[(lc / NR) * strip_len + ii * NR + lc % NR..][..4];
-                        dst.copy_from_slice(&v);
+                    for group in 0..COL_BLOCK / (4 * L) {
+                        let q0 = group * L;
+                        let v = gaussian_lanes::<L>(key, r0 + ii, c0 / 4 + q0, self.scale);
+                        #[allow(clippy::needless_range_loop)] // l indexes lanes of v[w] and columns
+                        for l in 0..L {
+                            let lc = (q0 + l) * 4;
+                            let dst = &mut tile[(lc / NR) * strip_len + ii * NR + lc % NR..][..4];
+                            for (w, d) in dst.iter_mut().enumerate() {
+                                *d = v[w][l];
+                            }
+                        }
                     }
                 }
             }
@@ -236,22 +243,48 @@ fn rademacher_ctr(i: usize, chunk: usize) -> [u32; 4] {
     [chunk as u32, i as u32, (i >> 32) as u32, 0]
 }
 
+/// Quads of columns generated together by the vectorised Gaussian tile fill.
+const GAUSS_LANES: usize = 8;
+
 /// Four scaled standard normals for columns 4·quad .. 4·quad+4 of row i: Box–Muller on the
 /// top 24 bits of the Philox words (tails truncated at √(50 ln 2) ≈ 5.9 standard deviations).
 /// Only IEEE-exact operations (+, −, ×, ÷, √) are used — no platform `ln`/`sin`/`cos`, whose
 /// last bits vary between C libraries — so the matrix is the same on every machine.
 #[inline(always)]
 fn gaussian_quad(key: [u32; 2], i: usize, quad: usize, scale: f32) -> [f32; 4] {
+    let v = gaussian_lanes::<1>(key, i, quad, scale);
+    [v[0][0], v[1][0], v[2][0], v[3][0]]
+}
+
+/// [`gaussian_quad`] for quads `quad0 .. quad0 + L` of row i, as `out[column in quad][lane]`:
+/// the same operations lane by lane (so the same bits), in a form the compiler vectorises.
+#[inline(always)]
+fn gaussian_lanes<const L: usize>(
+    key: [u32; 2],
+    i: usize,
+    quad0: usize,
+    scale: f32,
+) -> [[f32; L]; 4] {
     let i = i as u64;
-    let w = philox4x32_10([quad as u32, i as u32, (i >> 32) as u32, 1], key);
-    let mut out = [0.0f32; 4];
+    let w = philox4x32_10_lanes(
+        [
+            std::array::from_fn(|l| (quad0 + l) as u32),
+            [i as u32; L],
+            [(i >> 32) as u32; L],
+            [1; L],
+        ],
+        key,
+    );
+    let mut out = [[0.0f32; L]; 4];
     const INV_2_24: f32 = 1.0 / 16_777_216.0;
     for pair in 0..2 {
-        let u1 = ((w[2 * pair] >> 8) as f32 + 0.5) * INV_2_24; // (0, 1): log is finite
-        let r = (-2.0 * ln_f32(u1)).sqrt() * scale;
-        let (sin, cos) = sin_cos_turns(w[2 * pair + 1] >> 8);
-        out[2 * pair] = r * cos;
-        out[2 * pair + 1] = r * sin;
+        for l in 0..L {
+            let u1 = ((w[2 * pair][l] >> 8) as f32 + 0.5) * INV_2_24; // (0, 1): log is finite
+            let r = (-2.0 * ln_f32(u1)).sqrt() * scale;
+            let (sin, cos) = sin_cos_turns(w[2 * pair + 1][l] >> 8);
+            out[2 * pair][l] = r * cos;
+            out[2 * pair + 1][l] = r * sin;
+        }
     }
     out
 }
@@ -261,12 +294,11 @@ fn gaussian_quad(key: [u32; 2], i: usize, quad: usize, scale: f32) -> [f32; 4] {
 #[inline(always)]
 fn ln_f32(x: f32) -> f32 {
     let bits = x.to_bits();
-    let mut e = ((bits >> 23) & 0xff) as i32 - 127;
-    let mut m = f32::from_bits((bits & 0x007f_ffff) | 0x3f80_0000); // [1, 2)
-    if m > std::f32::consts::SQRT_2 {
-        m *= 0.5;
-        e += 1;
-    }
+    let m1 = f32::from_bits((bits & 0x007f_ffff) | 0x3f80_0000); // [1, 2)
+    // Branch-free (for vectorisation): halve m and bump e when m > √2.
+    let big = m1 > std::f32::consts::SQRT_2;
+    let e = ((bits >> 23) & 0xff) as i32 - 127 + i32::from(big);
+    let m = if big { m1 * 0.5 } else { m1 };
     let s = (m - 1.0) / (m + 1.0);
     let s2 = s * s;
     const A: [f32; 5] = [1.0 / 3.0, 1.0 / 5.0, 1.0 / 7.0, 1.0 / 9.0, 1.0 / 11.0];
@@ -299,12 +331,13 @@ fn sin_cos_turns(t: u32) -> (f32, f32) {
     ];
     let sin = x * (1.0 + x2 * (S[0] + x2 * (S[1] + x2 * (S[2] + x2 * (S[3] + x2 * S[4])))));
     let cos = 1.0 + x2 * (C[0] + x2 * (C[1] + x2 * (C[2] + x2 * (C[3] + x2 * (C[4] + x2 * C[5])))));
-    match quadrant {
-        0 => (sin, cos),
-        1 => (cos, -sin),
-        2 => (-sin, -cos),
-        _ => (-cos, sin),
-    }
+    // Quadrants 0..3 give (sin, cos), (cos, −sin), (−sin, −cos), (−cos, sin): written
+    // branch-free (swap on odd quadrants, sign flips by exact negation) for vectorisation.
+    let odd = quadrant & 1 == 1;
+    let (a, b) = if odd { (cos, sin) } else { (sin, cos) };
+    let neg_a = quadrant >= 2;
+    let neg_b = quadrant == 1 || quadrant == 2;
+    (if neg_a { -a } else { a }, if neg_b { -b } else { b })
 }
 
 #[inline(always)]

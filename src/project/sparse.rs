@@ -18,7 +18,7 @@
 //!
 //! # The computation
 //! Input coordinates are split into fixed chunks of [`SPARSE_CHUNK`]; rayon runs one task per
-//! chunk. A task fills a small table of columns and values for [`SUB`] coordinates at a time
+//! chunk. A task fills a small table of columns and values for 1,024 coordinates at a time
 //! and scatters every example's gradient entries through it into a B × k partial sum. The
 //! partial sums are added in chunk order. Each feature is therefore the same sum in the same
 //! order whatever the thread count, batch size or row grouping: bit-identical features.
