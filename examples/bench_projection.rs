@@ -14,7 +14,7 @@
 //! Then one line per case, exactly
 //! `PROJ kind=<dense|sparse|factored> B=<batch> p=<params> k=<k> ex_per_s=<x> ratio_to_limit=<r>`:
 //! - dense (Rademacher, the default): ratio = achieved 2·B·p·k flop/s ÷ GEMM rate;
-//! - sparse (s = 4, the default) and factored: ratio = the gradient bytes B·p·4 ÷ time ÷
+//! - sparse (the default s = 1) and factored: ratio = the gradient bytes B·p·4 ÷ time ÷
 //!   bandwidth, i.e. the fraction of the rate at which the gradients could merely be read once.
 //!   The factored projector never forms the gradients (it reads per-layer factors, far fewer
 //!   bytes), so its ratio can exceed 1.
@@ -39,7 +39,14 @@ use trak::model::{FactoredModel, LayerFactors, LinearLayer};
 use trak::models::Mlp;
 use trak::output::Margin;
 use trak::project::{
-    DenseProjector, Distribution, FactoredMatrices, FactoredProjector, Projector, SparseProjector,
+    DenseProjector, Distribution, FactoredMatrices, FactoredProjector, Projector, ProjectorKind,
+    SparseProjector,
+};
+
+/// The default sparse projector's s.
+const DEFAULT_S: usize = match ProjectorKind::SPARSE {
+    ProjectorKind::Sparse { s } => s,
+    _ => panic!("the default sparse kind is sparse"),
 };
 
 fn best_of<T>(reps: usize, mut f: impl FnMut() -> T) -> f64 {
@@ -142,7 +149,7 @@ fn main() {
             let g = Array2::from_shape_simple_fn((b, p), || rng.random_range(-1.0f32..1.0));
             let secs = dense(p, k, Distribution::Rademacher, &g, lim.reps);
             lim.line("dense", b, p, k, secs, Some(gemm));
-            let secs = sparse(p, k, 4, &g, lim.reps);
+            let secs = sparse(p, k, DEFAULT_S, &g, lim.reps);
             lim.line("sparse", b, p, k, secs, None);
             let fp = FactoredProjector::new(&[layer], k, 0).unwrap();
             let mats = fp.at_checkpoint(0);
@@ -153,7 +160,7 @@ fn main() {
             }];
             let secs = factored(&mats, &f, b, lim.reps);
             lim.line("factored", b, p, k, secs, None);
-            for s in [1, 2, 8] {
+            for s in [1, 2, 4, 8].into_iter().filter(|&s| s != DEFAULT_S) {
                 let secs = sparse(p, k, s, &g, lim.reps);
                 let bw = (b * p * 4) as f64 / secs / 1e9;
                 println!(
@@ -185,7 +192,7 @@ fn main() {
             println!("LIMIT B={b} k={k} f32_gemm_gflops={gemm:.1} (MLP shape)");
             let secs = dense(p, k, Distribution::Rademacher, &g, lim.reps);
             lim.line("dense", b, p, k, secs, Some(gemm));
-            let secs = sparse(p, k, 4, &g, lim.reps);
+            let secs = sparse(p, k, DEFAULT_S, &g, lim.reps);
             lim.line("sparse", b, p, k, secs, None);
             let fp = FactoredProjector::new(&model.linear_layers(), k, 0).unwrap();
             let f = model.layer_factors(batch).unwrap();

@@ -2,7 +2,7 @@
 //!
 //! `cargo run --release --example featurize_throughput -- [k] [batch] [n] [projector]`
 //! (defaults k = 2048, batch = 64, n = 512, projector `dense`; also `gaussian`, `sparse`
-//! (s = 4), `sparse:<s>`, `factored`). Thread count: `RAYON_NUM_THREADS`.
+//! (s = 1, the default), `sparse:<s>`, `factored`). Thread count: `RAYON_NUM_THREADS`.
 //! Prints the examples/s of the whole featurisation (model gradients or layer factors,
 //! projection, Q and finiteness checks), next to the machine's own f32 GEMM rate on the dense
 //! projection's shape (faer, stored matrix).

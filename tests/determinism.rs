@@ -30,6 +30,7 @@ fn features_and_scores_do_not_depend_on_threads_or_batch_size() {
     for kind in [
         ProjectorKind::Rademacher,
         ProjectorKind::Gaussian,
+        ProjectorKind::SPARSE,
         ProjectorKind::Sparse { s: 4 },
         ProjectorKind::Sparse { s: 3 },
         ProjectorKind::Factored,

@@ -169,7 +169,7 @@ impl BenchConfig {
 }
 
 /// The method name of TRAK under a projector kind: `trak` (dense Rademacher), `trak-gaussian`,
-/// `trak-sparse` (s = 4, the default) or `trak-sparse-s<s>`, `trak-factored`, `trak-identity`.
+/// `trak-sparse` (s = 1, the default) or `trak-sparse-s<s>`, `trak-factored`, `trak-identity`.
 pub fn method_name(kind: ProjectorKind) -> String {
     match kind {
         ProjectorKind::Rademacher => "trak".into(),

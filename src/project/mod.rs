@@ -64,8 +64,12 @@ pub enum ProjectorKind {
 }
 
 impl ProjectorKind {
-    /// The sparse projector's default s: 4 non-zeros per input coordinate.
-    pub const SPARSE: ProjectorKind = ProjectorKind::Sparse { s: 4 };
+    /// The sparse projector's default: s = 1 non-zero per input coordinate (CountSketch).
+    /// On the MNIST LDS protocol s ∈ {1, 2, 4, 8} give the same LDS within noise (for s
+    /// dividing k the inner-product variance does not depend on s), and s = 1 is the
+    /// fastest (one scattered update per gradient entry); see docs/VALIDATION.md and
+    /// docs/PERFORMANCE.md.
+    pub const SPARSE: ProjectorKind = ProjectorKind::Sparse { s: 1 };
 }
 
 /// A linear map from p-dimensional gradients to k-dimensional features.
