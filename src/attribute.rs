@@ -19,8 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::kernel::{Factor, Ridge, add_scores, gram};
-use crate::model::FactoredModel;
-use crate::model::Model;
+use crate::model::{FactoredModel, Model};
 use crate::project::{self, FactoredMatrices, FactoredProjector, Projector, ProjectorKind};
 
 /// How a batch becomes features: flat gradients through a [`Projector`], or layer factors

@@ -76,6 +76,29 @@ fn entries_have_the_right_moments() {
     }
 }
 
+/// Two correlated gradients a, b (rows of `g`, b = 0.6 a + noise, so aᵀb is far from zero)
+/// with aᵀb, |a|²|b|² and Σ a_i² b_i² in f64.
+struct Pair {
+    g: Array2<f32>,
+    dot: f64,
+    norms: f64,
+    cross: f64,
+}
+
+fn correlated_pair(p: usize) -> Pair {
+    let ab = random_matrix(2, p, 99);
+    let a = ab.row(0).to_owned();
+    let b: Array1<f32> = &a * 0.6 + ab.row(1);
+    let g = ndarray::stack![ndarray::Axis(0), a, b];
+    let (a, b) = (g.row(0).mapv(|v| v as f64), g.row(1).mapv(|v| v as f64));
+    Pair {
+        dot: a.dot(&b),
+        norms: a.dot(&a) * b.dot(&b),
+        cross: a.iter().zip(b.iter()).map(|(x, y)| x * x * y * y).sum(),
+        g,
+    }
+}
+
 /// E[φ_aᵀφ_b] = aᵀb, and Var[φ_aᵀφ_b] = V/k where, for rows r of P·√k with i.i.d. entries,
 /// V = Var[(rᵀa)(rᵀb)] = (aᵀb)² + |a|²|b|² + (E r⁴ − 3) Σ a_i² b_i²
 /// (E r⁴ = 1 for Rademacher, 3 for Gaussian). Over S independent matrices (checkpoint ids),
@@ -85,33 +108,24 @@ fn entries_have_the_right_moments() {
 #[test]
 fn inner_products_are_unbiased_with_the_predicted_variance() {
     let (p, k, reps) = (400, 128, 600);
-    let ab = random_matrix(2, p, 99);
-    // correlate b with a so aᵀb is far from zero
-    let a = ab.row(0).to_owned();
-    let b: Array1<f32> = &a * 0.6 + ab.row(1);
-    let g = ndarray::stack![ndarray::Axis(0), a, b];
-    let (a, b) = (g.row(0).mapv(|v| v as f64), g.row(1).mapv(|v| v as f64));
-    let dot = a.dot(&b);
-    let (na, nb) = (a.dot(&a), b.dot(&b));
-    let cross: f64 = a.iter().zip(b.iter()).map(|(x, y)| x * x * y * y).sum();
+    let Pair {
+        g,
+        dot,
+        norms,
+        cross,
+    } = correlated_pair(p);
     for (dist, m4) in [
         (Distribution::Rademacher, 1.0),
         (Distribution::Gaussian, 3.0),
     ] {
         let proj = DenseProjector::new(p, k, dist, 2024).unwrap();
-        let samples: Vec<f64> = (0..reps as u64)
-            .map(|c| {
-                let mut out = Array2::zeros((2, k));
-                proj.project(c, g.view(), out.view_mut()).unwrap();
-                out.row(0)
-                    .mapv(|v| v as f64)
-                    .dot(&out.row(1).mapv(|v| v as f64))
-            })
-            .collect();
+        let (mean, var, _) = inner_product_stats(reps as u64, |c| {
+            let mut out = Array2::zeros((2, k));
+            proj.project(c, g.view(), out.view_mut()).unwrap();
+            out
+        });
         let s = reps as f64;
-        let mean = samples.iter().sum::<f64>() / s;
-        let var = samples.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (s - 1.0);
-        let sigma2 = (dot * dot + na * nb + (m4 - 3.0) * cross) / k as f64;
+        let sigma2 = (dot * dot + norms + (m4 - 3.0) * cross) / k as f64;
         let se = (sigma2 / s).sqrt();
         eprintln!(
             "{dist:?}: aᵀb = {dot:.3}, mean = {mean:.3} (se {se:.3}), var = {var:.3} vs predicted {sigma2:.3}"
@@ -183,14 +197,13 @@ fn sparse_applies_the_documented_matrix() {
 #[test]
 fn sparse_inner_products_are_unbiased_with_the_predicted_variance() {
     let (p, k, reps) = (400, 128, 600);
-    let ab = random_matrix(2, p, 99);
-    let a = ab.row(0).to_owned();
-    let b: Array1<f32> = &a * 0.6 + ab.row(1);
-    let g = ndarray::stack![ndarray::Axis(0), a, b];
-    let (a, b) = (g.row(0).mapv(|v| v as f64), g.row(1).mapv(|v| v as f64));
-    let dot = a.dot(&b);
-    let cross: f64 = a.iter().zip(b.iter()).map(|(x, y)| x * x * y * y).sum();
-    let sigma2 = (dot * dot + a.dot(&a) * b.dot(&b) - 2.0 * cross) / k as f64;
+    let Pair {
+        g,
+        dot,
+        norms,
+        cross,
+    } = correlated_pair(p);
+    let sigma2 = (dot * dot + norms - 2.0 * cross) / k as f64;
     for s in [1, 4, 8] {
         let proj = SparseProjector::new(p, k, s, 2024).unwrap();
         let (mean, var, se) = inner_product_stats(reps, |c| {

@@ -13,23 +13,7 @@ const W1: u32 = 0xBB67_AE85;
 /// Philox4x32 with 10 rounds: four 32-bit output words for a counter and a 64-bit key.
 #[inline(always)]
 pub fn philox4x32_10(ctr: [u32; 4], key: [u32; 2]) -> [u32; 4] {
-    let [mut c0, mut c1, mut c2, mut c3] = ctr;
-    let [mut k0, mut k1] = key;
-    for round in 0..10 {
-        if round > 0 {
-            k0 = k0.wrapping_add(W0);
-            k1 = k1.wrapping_add(W1);
-        }
-        let p0 = (M0 as u64) * (c0 as u64);
-        let p1 = (M1 as u64) * (c2 as u64);
-        let (hi0, lo0) = ((p0 >> 32) as u32, p0 as u32);
-        let (hi1, lo1) = ((p1 >> 32) as u32, p1 as u32);
-        c0 = hi1 ^ c1 ^ k0;
-        c1 = lo1;
-        c2 = hi0 ^ c3 ^ k1;
-        c3 = lo0;
-    }
-    [c0, c1, c2, c3]
+    philox4x32_10_lanes(ctr.map(|c| [c]), key).map(|[w]| w)
 }
 
 /// Philox4x32-10 on `L` counters at once, in structure-of-arrays form (`ctr[word][lane]`),

@@ -51,6 +51,8 @@ pub struct SparseProjector {
     s: usize,
     seed: u64,
     scale: f32,
+    /// (first column, width) of each of the s column blocks.
+    blocks: Vec<(u64, u64)>,
 }
 
 impl SparseProjector {
@@ -84,6 +86,12 @@ impl SparseProjector {
             s,
             seed,
             scale: (1.0 / (s as f64).sqrt()) as f32,
+            blocks: (0..s as u64)
+                .map(|r| {
+                    let (start, end) = (r * k as u64 / s as u64, (r + 1) * k as u64 / s as u64);
+                    (start, end - start)
+                })
+                .collect(),
         })
     }
 
@@ -99,7 +107,7 @@ impl SparseProjector {
     /// Fills `cols`/`vals` (length n·s) with the non-zeros of input coordinates i0..i0+n.
     #[inline(always)]
     fn fill(&self, key: u64, i0: usize, n: usize, cols: &mut [u32], vals: &mut [f32]) {
-        let (s, k) = (self.s, self.k as u64);
+        let s = self.s;
         let words = s.div_ceil(2) as u64;
         for ii in 0..n {
             let base = ((i0 + ii) as u64).wrapping_mul(words);
@@ -110,8 +118,8 @@ impl SparseProjector {
                     if r == s {
                         break;
                     }
-                    let (start, end) = (r as u64 * k / s as u64, (r as u64 + 1) * k / s as u64);
-                    let col = start + (((half & 0x7fff_ffff) as u64 * (end - start)) >> 31);
+                    let (start, width) = self.blocks[r];
+                    let col = start + (((half & 0x7fff_ffff) as u64 * width) >> 31);
                     cols[ii * s + r] = col as u32;
                     vals[ii * s + r] = if half >> 31 == 1 {
                         -self.scale
