@@ -20,6 +20,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 use crate::kernel::{Factor, Ridge, add_scores, gram};
 use crate::model::{FactoredModel, Model};
+use crate::progress::{Progress, Stage, Unit};
 use crate::project::{self, FactoredMatrices, FactoredProjector, Projector, ProjectorKind};
 
 /// How a batch becomes features: flat gradients through a [`Projector`], or layer factors
@@ -27,6 +28,15 @@ use crate::project::{self, FactoredMatrices, FactoredProjector, Projector, Proje
 enum Engine<'a, E> {
     Flat(Box<dyn Projector>),
     Factored(&'a dyn FactoredModel<E>, FactoredMatrices),
+}
+
+impl<E> Engine<'_, E> {
+    fn output_dim(&self) -> usize {
+        match self {
+            Engine::Flat(proj) => proj.output_dim(),
+            Engine::Factored(_, m) => m.output_dim(),
+        }
+    }
 }
 
 /// Attribution settings. Build with [`Trak::builder`].
@@ -137,6 +147,15 @@ impl Trak {
         self.batch_size
     }
 
+    /// The same configuration with another ridge rule.
+    pub fn with_ridge(&self, ridge: Ridge) -> Result<Trak> {
+        ridge.validate()?;
+        Ok(Trak {
+            ridge,
+            ..self.clone()
+        })
+    }
+
     /// An empty collection of per-checkpoint training features.
     pub fn featurizer(&self) -> TrainFeatures {
         TrainFeatures {
@@ -146,21 +165,17 @@ impl Trak {
         }
     }
 
-    /// Projected output gradients of `examples` under `model` at `checkpoint` (n × k), and Q
-    /// if `with_q`. `set` names the set in error messages.
-    fn project_set<M: Model>(
+    /// The engine that featurises `model` at `checkpoint` under this configuration.
+    fn engine<'a, M: Model>(
         &self,
         checkpoint: u64,
-        model: &M,
-        examples: &[M::Example],
-        set: &'static str,
-        with_q: bool,
-    ) -> Result<(Array2<f32>, Array1<f32>)> {
+        model: &'a M,
+    ) -> Result<Engine<'a, M::Example>> {
         let p = model.num_params();
         if p == 0 {
             return Err(Error::InvalidConfig("the model has no parameters".into()));
         }
-        let engine = if self.projector == ProjectorKind::Factored {
+        Ok(if self.projector == ProjectorKind::Factored {
             let fm = model.factored().ok_or_else(|| {
                 Error::InvalidConfig(
                     "ProjectorKind::Factored needs a model whose Model::factored() returns its \
@@ -180,11 +195,33 @@ impl Trak {
             Engine::Factored(fm, fp.at_checkpoint(checkpoint))
         } else {
             Engine::Flat(project::build(self.projector, p, self.proj_dim, self.seed)?)
-        };
-        let k = match &engine {
-            Engine::Flat(proj) => proj.output_dim(),
-            Engine::Factored(_, m) => m.output_dim(),
-        };
+        })
+    }
+
+    /// Feature dimension for `model` (k, p for the identity, or the factored split's total).
+    pub(crate) fn feature_dim<M: Model>(&self, model: &M) -> Result<usize> {
+        Ok(self.engine(0, model)?.output_dim())
+    }
+
+    /// Projected output gradients of `examples` under `model` at `checkpoint` (n × k), and Q
+    /// if `with_q`. `set` names the set in error messages, where example indices are shifted
+    /// by `offset` (the position of `examples[0]` in the caller's set). `progress` is called
+    /// after each batch with the number of examples done.
+    // Internal: the arguments are all needed by the in-memory and stored pipelines alike.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn project_set<M: Model>(
+        &self,
+        checkpoint: u64,
+        model: &M,
+        examples: &[M::Example],
+        set: &'static str,
+        with_q: bool,
+        offset: usize,
+        progress: &mut dyn FnMut(usize),
+    ) -> Result<(Array2<f32>, Array1<f32>)> {
+        let p = model.num_params();
+        let engine = self.engine(checkpoint, model)?;
+        let k = engine.output_dim();
         let n = examples.len();
         let bs = self.batch_size.min(n.max(1));
         let mut feats = Array2::<f32>::zeros((n, k));
@@ -204,7 +241,7 @@ impl Trak {
                     if let Some(flat) = g.iter().position(|v| !v.is_finite()) {
                         return Err(Error::NonFiniteGradient {
                             set,
-                            example: start + flat / p,
+                            example: offset + start + flat / p,
                             checkpoint,
                             param: flat % p,
                         });
@@ -220,7 +257,7 @@ impl Trak {
                                 let per_example = f.positions * m.ncols();
                                 return Err(Error::NonFiniteFactor {
                                     set,
-                                    example: start + flat / per_example,
+                                    example: offset + start + flat / per_example,
                                     checkpoint,
                                     layer,
                                     what,
@@ -237,11 +274,12 @@ impl Trak {
                 model.output_q(batch, qb.view_mut())?;
                 if let Some(i) = qb.iter().position(|v| !v.is_finite()) {
                     return Err(Error::NonFiniteQ {
-                        example: start + i,
+                        example: offset + start + i,
                         checkpoint,
                     });
                 }
             }
+            progress(start + len);
         }
         Ok((feats, q))
     }
@@ -258,7 +296,7 @@ impl Trak {
             return Err(Error::Empty("example set"));
         }
         Ok(self
-            .project_set(checkpoint, model, examples, "target", false)?
+            .project_set(checkpoint, model, examples, "target", false, 0, &mut |_| {})?
             .0)
     }
 }
@@ -289,6 +327,15 @@ impl CkptFeatures {
     }
 }
 
+/// One checkpoint read back from a [`crate::store::Run`].
+pub(crate) struct StoredCheckpoint {
+    pub(crate) id: u64,
+    pub(crate) phi: Array2<f32>,
+    pub(crate) q: Array1<f32>,
+    pub(crate) params: usize,
+    pub(crate) gram: Array2<f64>,
+}
+
 /// Per-checkpoint training features Φ_m (n × k) and Q_m (n), before finalisation.
 ///
 /// Cloning is cheap: features are shared, not copied.
@@ -309,6 +356,17 @@ impl TrainFeatures {
         model: &M,
         train: &[M::Example],
     ) -> Result<()> {
+        self.featurize_with_progress(checkpoint, model, train, &mut |_| {})
+    }
+
+    /// [`TrainFeatures::featurize`], reporting the number of examples done after each batch.
+    pub fn featurize_with_progress<M: Model>(
+        &mut self,
+        checkpoint: u64,
+        model: &M,
+        train: &[M::Example],
+        progress: &mut dyn FnMut(Progress),
+    ) -> Result<()> {
         if train.is_empty() {
             return Err(Error::Empty("training set"));
         }
@@ -321,13 +379,39 @@ impl TrainFeatures {
         if self.ckpts.contains_key(&checkpoint) {
             return Err(Error::DuplicateCheckpoint(checkpoint));
         }
-        let (phi, q) = self
-            .cfg
-            .project_set(checkpoint, model, train, "training", true)?;
+        let total = train.len();
+        let mut report = |done| {
+            progress(Progress {
+                stage: Stage::Featurize { checkpoint },
+                done,
+                total,
+                unit: Unit::Examples,
+            })
+        };
+        let (phi, q) =
+            self.cfg
+                .project_set(checkpoint, model, train, "training", true, 0, &mut report)?;
         self.n = Some(train.len());
         self.ckpts
             .insert(checkpoint, CkptFeatures::new(phi, q, model.num_params()));
         Ok(())
+    }
+
+    /// Features assembled from stored parts (id, Φ, Q, parameter count, Gram matrix ΦᵀΦ).
+    pub(crate) fn from_parts(cfg: Trak, n: usize, parts: Vec<StoredCheckpoint>) -> Self {
+        let ckpts = parts
+            .into_iter()
+            .map(|c| {
+                let f = CkptFeatures::new(c.phi, c.q, c.params);
+                f.gram.set(c.gram).expect("fresh cell");
+                (c.id, f)
+            })
+            .collect();
+        Self {
+            cfg,
+            n: Some(n),
+            ckpts,
+        }
     }
 
     /// The configuration these features were computed with.
@@ -494,7 +578,7 @@ impl TrakIndex {
         }
         Ok(self
             .cfg
-            .project_set(checkpoint, model, targets, "target", false)?
+            .project_set(checkpoint, model, targets, "target", false, 0, &mut |_| {})?
             .0)
     }
 

@@ -134,8 +134,8 @@ pub enum Error {
         lambda: f64,
     },
 
-    /// A file could not be opened or read.
-    #[error("cannot read {path}: {source}")]
+    /// A file could not be opened, read, written or renamed.
+    #[error("cannot access {path}: {source}")]
     Io {
         /// The file.
         path: PathBuf,
@@ -152,6 +152,67 @@ pub enum Error {
         /// 1-based line number.
         line: usize,
         /// What is wrong.
+        reason: String,
+    },
+    /// A stored file failed its integrity check: the checksum over its bytes does not match
+    /// the one it carries (a flipped bit, a torn or truncated write, or not a trak file).
+    #[error("checksum mismatch in {path}: the file is corrupted or is not a trak store file")]
+    Checksum {
+        /// The file.
+        path: PathBuf,
+    },
+
+    /// A stored file passed its checksum but its content is not what this reader expects
+    /// (wrong kind of file, wrong length, inconsistent header, undecodable payload).
+    #[error("corrupted store file {path}: {reason}")]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+
+    /// A stored file was written by an incompatible version of the store format.
+    #[error(
+        "{path} has store format version {found}; this build of trak reads version {supported}"
+    )]
+    FormatVersion {
+        /// The file.
+        path: PathBuf,
+        /// The version in the file.
+        found: u32,
+        /// The version this build reads and writes.
+        supported: u32,
+    },
+
+    /// An existing run (or one of its checkpoints or target sets) was opened with a different
+    /// configuration, model or data from the one it was created with.
+    #[error("{path}: the stored run does not match this request: {what}")]
+    RunMismatch {
+        /// The run directory or file holding the conflicting record.
+        path: PathBuf,
+        /// What differs, with both values.
+        what: String,
+    },
+
+    /// A step needs stored data that has not been computed yet (e.g. merging while blocks of a
+    /// shard are missing).
+    #[error("run {path} is incomplete: {what}")]
+    Incomplete {
+        /// The run directory.
+        path: PathBuf,
+        /// What is missing.
+        what: String,
+    },
+
+    /// The memory budget given for out-of-core work is too small for the smallest unit of work.
+    #[error("memory budget of {budget} bytes is too small: {needed} bytes needed ({reason})")]
+    MemoryBudget {
+        /// The budget that was given.
+        budget: usize,
+        /// The least that would work.
+        needed: usize,
+        /// What the memory is for, and how to need less.
         reason: String,
     },
 }

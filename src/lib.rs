@@ -25,6 +25,9 @@
 //! - [`project`]: dense Rademacher/Gaussian projection and the identity.
 //! - [`kernel`]: Gram matrix, ridge, Cholesky, solves, score products (f64, via `faer`).
 //! - [`attribute`]: the pipeline ([`Trak`] → [`TrainFeatures`] → [`TrakIndex`] → [`Scores`]).
+//! - [`store`]: persistent runs on disk ([`Run`]): resumable, shardable ([`Shard`]), checksummed,
+//!   scored out of core under a memory budget, with `.npy` import/export.
+//! - [`progress`]: progress reports from long calls.
 //! - [`data`]: the vendored MNIST-5k subset and the built-in models' example type.
 //!
 //! ## Example
@@ -71,8 +74,12 @@ pub mod kernel;
 pub mod model;
 pub mod models;
 pub mod output;
+pub mod progress;
 pub mod project;
+pub mod store;
 
 pub use attribute::{Scores, TrainFeatures, Trak, TrakBuilder, TrakIndex};
 pub use error::{Error, Result};
 pub use model::{FactoredModel, Model};
+pub use progress::Progress;
+pub use store::{Run, Shard};

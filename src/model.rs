@@ -66,6 +66,14 @@ pub trait Model: Sync {
     fn factored(&self) -> Option<&dyn FactoredModel<Self::Example>> {
         None
     }
+
+    /// A fingerprint of the parameters θ (any 64-bit hash of their exact values), used by
+    /// [`crate::store`] to refuse resuming or sharding a checkpoint with a different model.
+    /// The default is `None`; the store then fingerprints the model through its output
+    /// gradient and Q at the first training example, which also changes with θ.
+    fn fingerprint(&self) -> Option<u64> {
+        None
+    }
 }
 
 /// Shape of one linear layer y = W a as the factored projector sees it: W is

@@ -380,6 +380,18 @@ impl<O: OutputFn> Model for Mlp<O> {
         Some(self)
     }
 
+    /// xxh3-64 of the layer sizes and the exact bits of every parameter.
+    fn fingerprint(&self) -> Option<u64> {
+        let mut h = xxhash_rust::xxh3::Xxh3::new();
+        for s in self.sizes() {
+            h.update(&(s as u64).to_le_bytes());
+        }
+        for v in self.params_flat() {
+            h.update(&v.to_bits().to_le_bytes());
+        }
+        Some(h.digest())
+    }
+
     fn output_grads(&self, batch: &[Sample], mut grads: ArrayViewMut2<'_, f32>) -> Result<()> {
         let p = self.param_count();
         if grads.dim() != (batch.len(), p) {

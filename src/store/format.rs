@@ -1,0 +1,367 @@
+//! The on-disk envelope shared by every file of a run, and atomic writes.
+//!
+//! ```text
+//! offset  size  field
+//! 0       8     magic  b"TRAKRUN\0"
+//! 8       4     format version (u32 LE)
+//! 12      4     file kind (u32 LE)
+//! 16      8     payload length L (u64 LE)
+//! 24      L     payload: a bincode-encoded header, then raw little-endian arrays
+//! 24+L    8     xxh3-64 of bytes 0 .. 24+L (u64 LE)
+//! ```
+//!
+//! The checksum covers every byte before it, and is checked before anything else is parsed:
+//! any flipped byte anywhere in a file, including in the magic, the length or the checksum
+//! itself, is reported as [`Error::Checksum`] naming the file. Only then are the magic, version,
+//! kind and length validated, and the payload decoded with explicit bounds checks: readers
+//! never allocate more than the file's own length and never panic on arbitrary bytes.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::error::{Error, Result};
+
+/// First 8 bytes of every store file.
+pub const MAGIC: [u8; 8] = *b"TRAKRUN\0";
+/// The store format version this build reads and writes.
+pub const FORMAT_VERSION: u32 = 1;
+const HEADER: usize = 24;
+const TRAILER: usize = 8;
+/// Largest bincode-encoded header (metadata) accepted when decoding.
+const META_LIMIT: usize = 1 << 20;
+
+/// What a store file holds; recorded in its envelope and checked on reading.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u32)]
+pub(crate) enum FileKind {
+    RunMeta = 1,
+    CheckpointMeta = 2,
+    FeatureBlock = 3,
+    GramBlock = 4,
+    Merged = 5,
+    TargetMeta = 6,
+    TargetFeatures = 7,
+    ScoreBlock = 8,
+}
+
+impl FileKind {
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            FileKind::RunMeta => "run metadata",
+            FileKind::CheckpointMeta => "checkpoint metadata",
+            FileKind::FeatureBlock => "feature block",
+            FileKind::GramBlock => "Gram block",
+            FileKind::Merged => "merged checkpoint",
+            FileKind::TargetMeta => "target-set metadata",
+            FileKind::TargetFeatures => "target features",
+            FileKind::ScoreBlock => "score block",
+        }
+    }
+}
+
+pub(crate) fn io_err(path: &Path, source: std::io::Error) -> Error {
+    Error::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+pub(crate) fn corrupt(path: &Path, reason: impl Into<String>) -> Error {
+    Error::Corrupt {
+        path: path.to_path_buf(),
+        reason: reason.into(),
+    }
+}
+
+fn bincode_config() -> impl bincode::config::Config {
+    bincode::config::standard()
+        .with_little_endian()
+        .with_fixed_int_encoding()
+        .with_limit::<META_LIMIT>()
+}
+
+/// Builds a file: the envelope's header is reserved up front and filled in by
+/// [`PayloadWriter::finish`], so the payload is never copied.
+pub(crate) struct PayloadWriter {
+    buf: Vec<u8>,
+}
+
+impl Default for PayloadWriter {
+    fn default() -> Self {
+        Self::with_capacity(0)
+    }
+}
+
+impl PayloadWriter {
+    /// A writer for about `bytes` payload bytes.
+    pub(crate) fn with_capacity(bytes: usize) -> Self {
+        let mut buf = Vec::with_capacity(HEADER + bytes + TRAILER);
+        buf.resize(HEADER, 0);
+        Self { buf }
+    }
+
+    pub(crate) fn meta<T: Serialize>(&mut self, value: &T) -> &mut Self {
+        bincode::serde::encode_into_std_write(value, &mut self.buf, bincode_config())
+            .expect("encoding plain metadata into a Vec cannot fail");
+        self
+    }
+
+    pub(crate) fn f32s(&mut self, values: impl IntoIterator<Item = f32>) -> &mut Self {
+        for v in values {
+            self.buf.extend_from_slice(&v.to_le_bytes());
+        }
+        self
+    }
+
+    pub(crate) fn f64s(&mut self, values: impl IntoIterator<Item = f64>) -> &mut Self {
+        for v in values {
+            self.buf.extend_from_slice(&v.to_le_bytes());
+        }
+        self
+    }
+
+    /// The complete file: envelope around the payload.
+    pub(crate) fn finish(self, kind: FileKind) -> Vec<u8> {
+        let mut out = self.buf;
+        let payload = (out.len() - HEADER) as u64;
+        out[..8].copy_from_slice(&MAGIC);
+        out[8..12].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+        out[12..16].copy_from_slice(&(kind as u32).to_le_bytes());
+        out[16..24].copy_from_slice(&payload.to_le_bytes());
+        let sum = xxhash_rust::xxh3::xxh3_64(&out);
+        out.extend_from_slice(&sum.to_le_bytes());
+        out
+    }
+}
+
+/// Reads a payload with bounds checks; every failure is [`Error::Corrupt`] naming the file.
+pub(crate) struct PayloadReader<'a> {
+    path: &'a Path,
+    bytes: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> PayloadReader<'a> {
+    pub(crate) fn meta<T: DeserializeOwned>(&mut self, what: &str) -> Result<T> {
+        let rest = &self.bytes[self.pos..];
+        let (v, used): (T, usize) = bincode::serde::decode_from_slice(rest, bincode_config())
+            .map_err(|e| corrupt(self.path, format!("cannot decode the {what}: {e}")))?;
+        self.pos += used;
+        Ok(v)
+    }
+
+    fn take(&mut self, count: usize, width: usize, what: &str) -> Result<&'a [u8]> {
+        let len = count
+            .checked_mul(width)
+            .filter(|&l| l <= self.bytes.len() - self.pos)
+            .ok_or_else(|| {
+                corrupt(
+                    self.path,
+                    format!(
+                        "{what}: {count} values do not fit in the {} payload bytes left",
+                        self.bytes.len() - self.pos
+                    ),
+                )
+            })?;
+        let out = &self.bytes[self.pos..self.pos + len];
+        self.pos += len;
+        Ok(out)
+    }
+
+    pub(crate) fn f32s(&mut self, count: usize, what: &str) -> Result<Vec<f32>> {
+        Ok(self
+            .take(count, 4, what)?
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect())
+    }
+
+    pub(crate) fn f64s(&mut self, count: usize, what: &str) -> Result<Vec<f64>> {
+        Ok(self
+            .take(count, 8, what)?
+            .chunks_exact(8)
+            .map(|c| f64::from_le_bytes(c.try_into().expect("chunks of 8")))
+            .collect())
+    }
+
+    /// Fails unless the whole payload was consumed.
+    pub(crate) fn finish(self) -> Result<()> {
+        let left = self.bytes.len() - self.pos;
+        if left != 0 {
+            return Err(corrupt(
+                self.path,
+                format!("{left} unexpected bytes after the payload"),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Checks the envelope of `bytes` (read from `path`) and returns a reader over its payload.
+pub(crate) fn open_payload<'a>(
+    path: &'a Path,
+    bytes: &'a [u8],
+    kind: FileKind,
+) -> Result<PayloadReader<'a>> {
+    if bytes.len() < HEADER + TRAILER {
+        return Err(Error::Checksum {
+            path: path.to_path_buf(),
+        });
+    }
+    let body = bytes.len() - TRAILER;
+    let stored = u64::from_le_bytes(bytes[body..].try_into().expect("8 bytes"));
+    if xxhash_rust::xxh3::xxh3_64(&bytes[..body]) != stored {
+        return Err(Error::Checksum {
+            path: path.to_path_buf(),
+        });
+    }
+    if bytes[..8] != MAGIC {
+        return Err(corrupt(path, "not a trak store file (bad magic)"));
+    }
+    let version = u32::from_le_bytes(bytes[8..12].try_into().expect("4 bytes"));
+    if version != FORMAT_VERSION {
+        return Err(Error::FormatVersion {
+            path: path.to_path_buf(),
+            found: version,
+            supported: FORMAT_VERSION,
+        });
+    }
+    let found = u32::from_le_bytes(bytes[12..16].try_into().expect("4 bytes"));
+    if found != kind as u32 {
+        return Err(corrupt(
+            path,
+            format!("expected a {} file, found file kind {found}", kind.name()),
+        ));
+    }
+    let len = u64::from_le_bytes(bytes[16..24].try_into().expect("8 bytes"));
+    if len != (body - HEADER) as u64 {
+        return Err(corrupt(
+            path,
+            format!(
+                "header says {len} payload bytes, the file holds {}",
+                body - HEADER
+            ),
+        ));
+    }
+    Ok(PayloadReader {
+        path,
+        bytes: &bytes[HEADER..body],
+        pos: 0,
+    })
+}
+
+/// Reads a whole file.
+pub(crate) fn read_bytes(path: &Path) -> Result<Vec<u8>> {
+    let mut f = File::open(path).map_err(|e| io_err(path, e))?;
+    let mut buf = Vec::new();
+    f.read_to_end(&mut buf).map_err(|e| io_err(path, e))?;
+    Ok(buf)
+}
+
+static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// A fresh temporary name next to `path`: `<name>.tmp-<pid>-<counter>`.
+fn temp_path(path: &Path) -> PathBuf {
+    let n = TMP_COUNTER.fetch_add(1, Ordering::Relaxed);
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(format!(".tmp-{}-{n}", std::process::id()));
+    path.with_file_name(name)
+}
+
+/// True for names made by [`temp_path`].
+pub(crate) fn is_temp_name(name: &str) -> bool {
+    name.contains(".tmp-")
+}
+
+fn write_temp(path: &Path, bytes: &[u8]) -> Result<PathBuf> {
+    let tmp = temp_path(path);
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&tmp)
+        .map_err(|e| io_err(&tmp, e))?;
+    let res = f.write_all(bytes).and_then(|_| f.sync_all());
+    if let Err(e) = res {
+        let _ = fs::remove_file(&tmp);
+        return Err(io_err(&tmp, e));
+    }
+    Ok(tmp)
+}
+
+/// Makes a rename or link in `dir` durable.
+pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
+    // Directories cannot be opened for syncing on every platform; where they can, a failure
+    // is a real I/O error.
+    #[cfg(unix)]
+    {
+        File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| io_err(dir, e))?;
+    }
+    #[cfg(not(unix))]
+    let _ = dir;
+    Ok(())
+}
+
+/// Writes `bytes` to `path` atomically: temporary file, fsync, rename, fsync of the directory.
+/// Readers see either the old file (or none) or the complete new one.
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let tmp = write_temp(path, bytes)?;
+    if let Err(e) = fs::rename(&tmp, path) {
+        let _ = fs::remove_file(&tmp);
+        return Err(io_err(path, e));
+    }
+    sync_dir(path.parent().unwrap_or(Path::new(".")))
+}
+
+/// Creates `path` with `bytes` only if it does not exist (atomically, also across processes
+/// on shared storage: temporary file, then a hard link, which fails if the name is taken).
+/// Returns `false` if the file already existed (and leaves it untouched).
+pub(crate) fn create_exclusive(path: &Path, bytes: &[u8]) -> Result<bool> {
+    let tmp = write_temp(path, bytes)?;
+    let res = fs::hard_link(&tmp, path);
+    let _ = fs::remove_file(&tmp);
+    match res {
+        Ok(()) => {
+            sync_dir(path.parent().unwrap_or(Path::new(".")))?;
+            Ok(true)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
+        Err(e) => Err(io_err(path, e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn envelope_round_trip_and_every_flip_detected() {
+        let mut w = PayloadWriter::default();
+        w.meta(&(7u64, "abc".to_string())).f32s([1.5, -2.0]);
+        let bytes = w.finish(FileKind::FeatureBlock);
+        let p = Path::new("x");
+        let mut r = open_payload(p, &bytes, FileKind::FeatureBlock).unwrap();
+        let m: (u64, String) = r.meta("header").unwrap();
+        assert_eq!(m, (7, "abc".into()));
+        assert_eq!(r.f32s(2, "values").unwrap(), vec![1.5, -2.0]);
+        r.finish().unwrap();
+        for i in 0..bytes.len() {
+            let mut b = bytes.clone();
+            b[i] ^= 0x40;
+            assert!(matches!(
+                open_payload(p, &b, FileKind::FeatureBlock),
+                Err(Error::Checksum { .. })
+            ));
+        }
+        assert!(matches!(
+            open_payload(p, &bytes, FileKind::GramBlock),
+            Err(Error::Corrupt { .. })
+        ));
+    }
+}
