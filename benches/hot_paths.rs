@@ -91,7 +91,7 @@ fn main() {
     let y = factor.solve_targets(psi.view()).unwrap();
     let limit = gemm_rate::<f64>(8192, k, m, 1.0);
     let mut acc = Array2::<f64>::zeros((n, m));
-    let secs = best_of(2, || add_scores(phi.view(), &y, &mut acc).unwrap());
+    let secs = best_of(2, || add_scores(phi.view(), &y, acc.view_mut()).unwrap());
     let rate = 2.0 * (n * k * m) as f64 / secs / 1e9;
     println!(
         "scores n={n} k={k} m={m}: {secs:.2} s, {rate:.1} GFLOP/s, f64 GEMM {limit:.1} GFLOP/s, ratio {:.2}",

@@ -81,7 +81,7 @@ fn kernel(c: &mut Criterion) {
     let mut acc = Array2::<f64>::zeros((n, m));
     group.bench_function(
         BenchmarkId::new("scores", format!("n{n}-k{k}-m{m}")),
-        |bench| bench.iter(|| add_scores(phi.view(), &y, &mut acc).unwrap()),
+        |bench| bench.iter(|| add_scores(phi.view(), &y, acc.view_mut()).unwrap()),
     );
     group.finish();
 }

@@ -603,7 +603,7 @@ impl TrakIndex {
     ) -> Result<()> {
         let ck = self.get(checkpoint)?;
         let y = ck.factor.solve_targets(psi)?;
-        add_scores(ck.feats.phi.view(), &y, acc)
+        add_scores(ck.feats.phi.view(), &y, acc.view_mut())
     }
 
     /// TRAK scores of `targets` from the ensemble `checkpoints` (each an id given to

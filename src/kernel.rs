@@ -10,7 +10,7 @@
 
 use faer::linalg::matmul::matmul;
 use faer::{Accum, Mat, MatMut, MatRef, Par};
-use ndarray::{Array2, ArrayView2};
+use ndarray::{Array2, ArrayView2, ArrayViewMut2};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
@@ -203,7 +203,11 @@ impl Factor {
 /// Adds Φ Y (n × m) to `acc`, for Φ of shape n × k and Y of shape k × m. `acc` must be in
 /// standard (row-major) layout. Parallel over fixed blocks of [`SCORE_ROWS`] rows, so the
 /// result does not depend on the thread count.
-pub fn add_scores(phi: ArrayView2<'_, f32>, y: &Mat<f64>, acc: &mut Array2<f64>) -> Result<()> {
+pub fn add_scores(
+    phi: ArrayView2<'_, f32>,
+    y: &Mat<f64>,
+    mut acc: ArrayViewMut2<'_, f64>,
+) -> Result<()> {
     let (n, k) = phi.dim();
     if y.nrows() != k {
         return Err(shape_err("solved targets rows", k, y.nrows()));

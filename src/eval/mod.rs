@@ -133,7 +133,7 @@ pub fn lds(
     let mask = faer::Mat::<f64>::from_fn(n, j, |i, s| f64::from(u8::from(masks[(s, i)])));
     // predicted (m × J) = scoresᵀ (m × n) · maskᵀ (n × J), via the kernel's f64 product
     let mut pred = Array2::<f64>::zeros((m, j));
-    add_scores(scores.t(), &mask, &mut pred)?;
+    add_scores(scores.t(), &mask, pred.view_mut())?;
     let per_target = (0..m)
         .map(|t| {
             let y: Vec<f64> = outputs.column(t).iter().map(|&v| v as f64).collect();
@@ -186,7 +186,7 @@ pub fn grad_dot(
         let y =
             faer::Mat::<f64>::from_fn(psi.ncols(), m, |i, t| psi[(t, i)] as f64 * norm(psi.row(t)));
         let mut s = Array2::<f64>::zeros((n, m));
-        add_scores(phi.view(), &y, &mut s)?;
+        add_scores(phi.view(), &y, s.view_mut())?;
         for (i, row) in phi.rows().into_iter().enumerate() {
             let w = norm(row);
             acc.row_mut(i).zip_mut_with(&s.row(i), |a, &v| *a += v * w);

@@ -174,11 +174,21 @@ impl<'a> PayloadReader<'a> {
     }
 
     pub(crate) fn f32s(&mut self, count: usize, what: &str) -> Result<Vec<f32>> {
-        Ok(self
-            .take(count, 4, what)?
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect())
+        let mut out = Vec::new();
+        self.f32s_into(count, what, &mut out)?;
+        Ok(out)
+    }
+
+    /// Decodes `count` f32 values into `out` (cleared first; its allocation is reused).
+    pub(crate) fn f32s_into(&mut self, count: usize, what: &str, out: &mut Vec<f32>) -> Result<()> {
+        let bytes = self.take(count, 4, what)?;
+        out.clear();
+        out.extend(
+            bytes
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])),
+        );
+        Ok(())
     }
 
     pub(crate) fn f64s(&mut self, count: usize, what: &str) -> Result<Vec<f64>> {
@@ -257,10 +267,20 @@ pub(crate) fn open_payload<'a>(
 
 /// Reads a whole file.
 pub(crate) fn read_bytes(path: &Path) -> Result<Vec<u8>> {
-    let mut f = File::open(path).map_err(|e| io_err(path, e))?;
     let mut buf = Vec::new();
-    f.read_to_end(&mut buf).map_err(|e| io_err(path, e))?;
+    read_bytes_into(path, &mut buf)?;
     Ok(buf)
+}
+
+/// Reads a whole file into `buf` (cleared first; its allocation is reused, and sized from
+/// the file's length so that it is not grown step by step).
+pub(crate) fn read_bytes_into(path: &Path, buf: &mut Vec<u8>) -> Result<()> {
+    let mut f = File::open(path).map_err(|e| io_err(path, e))?;
+    let len = f.metadata().map_err(|e| io_err(path, e))?.len();
+    buf.clear();
+    buf.reserve(usize::try_from(len).unwrap_or(0));
+    f.read_to_end(buf).map_err(|e| io_err(path, e))?;
+    Ok(())
 }
 
 static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);

@@ -13,8 +13,8 @@
 //! <run>/targets-<name>/scores-<b>.trak scores of training block b (rows × m, f32)
 //! ```
 //!
-//! Every file has the envelope of [`format`]-level layout (magic, format version, kind,
-//! length, xxh3-64 checksum over all its bytes) and is written atomically (temporary file,
+//! Every file has the same envelope (magic [`MAGIC`], format version [`FORMAT_VERSION`],
+//! kind, payload length, and an xxh3-64 checksum over all its bytes) and is written atomically (temporary file,
 //! fsync, rename, fsync of the directory). A killed process therefore leaves only complete
 //! files (and temporary ones, removed when the work is resumed).
 //!
@@ -34,6 +34,34 @@
 //! **Out of core.** [`Run::score`] reads Φ one group of blocks at a time and writes scores one
 //! block at a time; [`ScoreOptions::memory_budget`] bounds the memory it uses (it fails with
 //! [`Error::MemoryBudget`] if one block does not fit, rather than exceeding it).
+//!
+//! ```
+//! use trak::data::Dataset;
+//! use trak::models::Mlp;
+//! use trak::output::Margin;
+//! use trak::progress::silent;
+//! use trak::store::{Run, ScoreOptions, Shard};
+//!
+//! # fn main() -> trak::Result<()> {
+//! let (train, test) = Dataset::mnist_5k()?.split(300, 0)?;
+//! let (train, targets) = (train.samples(), test.samples()[..4].to_vec());
+//! let model = Mlp::new(&[784, 8, 10], Margin, 0)?; // a checkpoint (untrained, for brevity)
+//! let trak = trak::Trak::builder().proj_dim(64).build()?;
+//!
+//! let dir = std::env::temp_dir().join(format!("trak-doc-{}", std::process::id()));
+//! let run = Run::create(&dir, &trak, train.len(), 128)?; // 3 blocks of ≤ 128 rows
+//! let done = run.featurize(0, &model, &train, Shard::ALL, &mut silent())?;
+//! assert_eq!(done.computed, 3);
+//! // Called again (e.g. after a crash), nothing is recomputed.
+//! assert_eq!(run.featurize(0, &model, &train, Shard::ALL, &mut silent())?.skipped, 3);
+//! run.merge(&mut silent())?;
+//! run.score("demo", &[(0, &model)], &targets, ScoreOptions::default(), &mut silent())?;
+//! let scores = Run::open(&dir)?.load_scores("demo")?;
+//! assert_eq!((scores.n_train(), scores.n_targets()), (300, 4));
+//! # std::fs::remove_dir_all(&dir).ok();
+//! # Ok(())
+//! # }
+//! ```
 //!
 //! **Safety checks.** Opening a run with a different projector, k, seed, n or block size, or
 //! featurising a checkpoint id with a different model (by [`crate::Model::fingerprint`], or a
@@ -56,7 +84,7 @@ use serde::{Deserialize, Serialize};
 pub use format::{FORMAT_VERSION, MAGIC};
 use format::{
     FileKind, PayloadReader, PayloadWriter, corrupt, create_exclusive, io_err, is_temp_name,
-    open_payload, read_bytes, write_atomic,
+    open_payload, read_bytes, read_bytes_into, write_atomic,
 };
 
 use crate::attribute::{Scores, StoredCheckpoint, TrainFeatures, Trak};
@@ -215,6 +243,65 @@ pub struct ScoreReport {
     pub blocks_per_pass: usize,
     /// The memory the scoring planned for, in bytes (≤ the budget).
     pub planned_bytes: usize,
+}
+
+/// Reusable buffers for a decoded feature block: Φ rows and Q.
+#[derive(Default)]
+struct FeatureBuf {
+    phi: Vec<f32>,
+    q: Vec<f32>,
+}
+
+impl FeatureBuf {
+    fn phi(&self, dim: usize) -> ArrayView2<'_, f32> {
+        ArrayView2::from_shape((self.q.len(), dim), &self.phi).expect("checked shape")
+    }
+}
+
+/// The memory plan of a scoring call: how many blocks fit in one pass.
+///
+/// Counted, in bytes: the solved targets Y_m = A_m⁻¹Ψ_mᵀ of every checkpoint (dim × m f64)
+/// and the target features (m × dim f32); the largest factorisation (the Gram matrix read
+/// packed, unpacked, and its Cholesky factor); one file's bytes in flight (a feature or score
+/// block); the score product's per-thread f64 copy of up to 512 feature rows; and, per block
+/// of a pass, its features and Q (f32) and its f64 score accumulator and Q sum. A reserve of
+/// 16 MiB plus 1/16 of the budget is kept for the process itself (code, thread stacks,
+/// allocator slack), so the budget bounds the whole process's peak resident set.
+struct ScorePlan {
+    blocks_per_pass: usize,
+    planned_bytes: usize,
+}
+
+impl ScorePlan {
+    fn new(dims: &[usize], m: usize, rows: usize, blocks: usize, budget: usize) -> Result<Self> {
+        let threads = rayon::current_num_threads().max(1);
+        let max_dim = dims.iter().copied().max().unwrap_or(0);
+        let solved: usize = dims.iter().map(|d| d * m * (8 + 4)).sum();
+        let factor = max_dim * max_dim * 16 + packed_len(max_dim) * 16;
+        let io = rows * (max_dim + 1).max(m) * 4 + 4096;
+        let widen = threads * crate::kernel::SCORE_ROWS.min(rows) * max_dim * 8;
+        let reserve = (16 << 20) + budget / 16;
+        let fixed = reserve + solved + factor + io + widen;
+        let per_block = rows * (max_dim * 4 + 4 + m * 8 + 8);
+        let needed = fixed + per_block;
+        if needed > budget {
+            return Err(Error::MemoryBudget {
+                budget,
+                needed,
+                reason: format!(
+                    "solved targets of {} checkpoints ({solved} bytes), one block of {rows} \
+                     rows ({per_block} bytes) and a reserve of {reserve} bytes for the \
+                     process; use smaller blocks or fewer targets per set",
+                    dims.len()
+                ),
+            });
+        }
+        let blocks_per_pass = ((budget - fixed) / per_block).clamp(1, blocks.max(1));
+        Ok(Self {
+            blocks_per_pass,
+            planned_bytes: fixed + blocks_per_pass * per_block,
+        })
+    }
 }
 
 /// One attribution run stored in a directory. See the [module documentation](self).
@@ -714,19 +801,39 @@ impl Run {
         b: usize,
         dim: usize,
     ) -> Result<(Array2<f32>, Array1<f32>)> {
+        let mut buf = FeatureBuf::default();
+        self.read_feature_block_into(checkpoint, b, dim, &mut Vec::new(), &mut buf)?;
+        let rows = buf.q.len();
+        let phi = Array2::from_shape_vec((rows, dim), buf.phi).expect("checked shape");
+        Ok((phi, Array1::from(buf.q)))
+    }
+
+    /// Reads and checks block `b` of a checkpoint into `buf`, reusing its allocations; the
+    /// file's bytes go through `bytes` (pass the same one for every buffer of a pass, so that
+    /// only one file is in memory undecoded).
+    fn read_feature_block_into(
+        &self,
+        checkpoint: u64,
+        b: usize,
+        dim: usize,
+        bytes: &mut Vec<u8>,
+        buf: &mut FeatureBuf,
+    ) -> Result<()> {
         let path = self.feat_path(checkpoint, b);
-        let (h, phi, q) = read_with(&path, FileKind::FeatureBlock, |r| {
-            decode_feature_block(&path, r)
-        })?;
-        let want = self.block_header(checkpoint, b, dim);
-        expect_header(&path, &h, &want)?;
-        if let Some(i) = first_nonfinite(phi.iter().copied().chain(q.iter().copied())) {
+        read_bytes_into(&path, bytes)?;
+        let mut r = open_payload(&path, bytes, FileKind::FeatureBlock)?;
+        let h: BlockHeader = r.meta("block header")?;
+        expect_header(&path, &h, &self.block_header(checkpoint, b, dim))?;
+        r.f32s_into(h.rows * dim, "features", &mut buf.phi)?;
+        r.f32s_into(h.rows, "Q", &mut buf.q)?;
+        r.finish()?;
+        if let Some(i) = first_nonfinite(buf.phi.iter().chain(&buf.q).copied()) {
             return Err(corrupt(
                 &path,
                 format!("non-finite stored value at index {i}"),
             ));
         }
-        Ok((phi, q))
+        Ok(())
     }
 
     fn read_gram_block(&self, checkpoint: u64, b: usize, dim: usize) -> Result<Vec<f64>> {
@@ -992,10 +1099,11 @@ impl Run {
         for &id in &ids {
             let info = self.checkpoint_info(id)?;
             let mut total = vec![0.0f64; packed_len(info.dim)];
+            let (mut bytes, mut buf) = (Vec::new(), FeatureBuf::default());
             for b in 0..nb {
                 let g = self.read_gram_block(id, b, info.dim)?;
                 total.iter_mut().zip(&g).for_each(|(t, v)| *t += v);
-                self.read_feature_block(id, b, info.dim)?;
+                self.read_feature_block_into(id, b, info.dim, &mut bytes, &mut buf)?;
                 progress(Progress {
                     stage: Stage::Merge { checkpoint: id },
                     done: b + 1,
@@ -1042,6 +1150,7 @@ impl Run {
         let info = self.checkpoint_info(checkpoint)?;
         let mut phi = Array2::zeros((self.meta.n, info.dim));
         let mut q = Array1::zeros(self.meta.n);
+        let (mut bytes, mut buf) = (Vec::new(), FeatureBuf::default());
         for b in 0..self.num_blocks() {
             let r = self.block_range(b);
             if !self.feat_path(checkpoint, b).exists() {
@@ -1050,9 +1159,9 @@ impl Run {
                     what: format!("checkpoint {checkpoint} misses block {b}"),
                 });
             }
-            let (p, qb) = self.read_feature_block(checkpoint, b, info.dim)?;
-            phi.slice_mut(s![r.clone(), ..]).assign(&p);
-            q.slice_mut(s![r]).assign(&qb);
+            self.read_feature_block_into(checkpoint, b, info.dim, &mut bytes, &mut buf)?;
+            phi.slice_mut(s![r.clone(), ..]).assign(&buf.phi(info.dim));
+            q.slice_mut(s![r]).assign(&ArrayView1::from(&buf.q));
         }
         Ok((phi, q))
     }
@@ -1177,34 +1286,14 @@ impl Run {
             }
             infos.push(info);
         }
-        let threads = rayon::current_num_threads().max(1);
-        // Planned memory. Fixed: the solved targets of every checkpoint (dim × m f64), the
-        // largest factorisation (two dim × dim f64 plus the packed Gram), one block's file
-        // bytes (features, or scores), and the score product's per-thread widened rows.
-        let max_dim = infos.iter().map(|i| i.dim).max().expect("non-empty");
-        let rows = self.meta.block_rows.min(self.meta.n);
-        let solved: usize = infos.iter().map(|i| i.dim * m * 8).sum();
-        let factor = max_dim * max_dim * 16 + packed_len(max_dim) * 8 + m * max_dim * 4;
-        let io = rows * (max_dim + 1).max(m) * 4 + 4096;
-        let widen = threads * crate::kernel::SCORE_ROWS.min(rows) * max_dim * 8;
-        let fixed = solved + factor + io + widen;
-        // Per block in a pass: its features and Q (f32), the f64 accumulator and Q sum, and the
-        // f32 scores.
-        let per_block = rows * (max_dim * 4 + 4 + m * 8 + 8 + m * 4);
-        let needed = fixed + per_block;
-        if needed > opts.memory_budget {
-            return Err(Error::MemoryBudget {
-                budget: opts.memory_budget,
-                needed,
-                reason: format!(
-                    "solved targets of {} checkpoints ({solved} bytes) and one block of \
-                     {rows} rows; use smaller blocks or fewer targets per set",
-                    infos.len()
-                ),
-            });
-        }
-        let per_pass = ((opts.memory_budget - fixed) / per_block).clamp(1, self.num_blocks());
-        let planned = fixed + per_pass * per_block;
+        let plan = ScorePlan::new(
+            &infos.iter().map(|i| i.dim).collect::<Vec<_>>(),
+            m,
+            self.meta.block_rows.min(self.meta.n),
+            self.num_blocks(),
+            opts.memory_budget,
+        )?;
+        let per_pass = plan.blocks_per_pass;
 
         // λ per checkpoint from its merged Gram matrix; Y_m = A_m⁻¹ Ψ_mᵀ.
         let mut ys = Vec::with_capacity(targets.len());
@@ -1279,26 +1368,37 @@ impl Run {
             unit: Unit::Blocks,
         });
         let count = targets.len() as f64;
+        // Accumulators and read buffers are allocated once and reused by every pass and
+        // checkpoint (no allocator churn, no fresh pages to fault in).
+        let rows_max = self.meta.block_rows.min(self.meta.n);
+        let mut acc_pool = vec![vec![0f64; rows_max * m]; per_pass.min(pending.len())];
+        let mut qsum_pool = vec![vec![0f64; rows_max]; per_pass.min(pending.len())];
+        let mut feat_pool: Vec<FeatureBuf> = (0..per_pass.min(pending.len()))
+            .map(|_| FeatureBuf::default())
+            .collect();
+        let mut bytes = Vec::new();
         for pass in pending.chunks(per_pass) {
-            let mut accs: Vec<Array2<f64>> = pass
-                .iter()
-                .map(|&b| Array2::zeros((self.block_range(b).len(), m)))
-                .collect();
-            let mut qsums: Vec<Array1<f64>> = pass
-                .iter()
-                .map(|&b| Array1::zeros(self.block_range(b).len()))
-                .collect();
+            let mut accs: Vec<ndarray::ArrayViewMut2<'_, f64>> = Vec::with_capacity(pass.len());
+            let mut qsums: Vec<&mut [f64]> = Vec::with_capacity(pass.len());
+            for ((&b, a), q) in pass.iter().zip(&mut acc_pool).zip(&mut qsum_pool) {
+                let rows = self.block_range(b).len();
+                let a = &mut a[..rows * m];
+                a.fill(0.0);
+                accs.push(ndarray::ArrayViewMut2::from_shape((rows, m), a).expect("sized buffer"));
+                let q = &mut q[..rows];
+                q.fill(0.0);
+                qsums.push(q);
+            }
             for (((id, _), info), y) in targets.iter().zip(&infos).zip(&ys) {
-                let blocks = pass
-                    .iter()
-                    .map(|&b| self.read_feature_block(*id, b, info.dim))
-                    .collect::<Result<Vec<_>>>()?;
+                for (&b, buf) in pass.iter().zip(&mut feat_pool) {
+                    self.read_feature_block_into(*id, b, info.dim, &mut bytes, buf)?;
+                }
                 accs.par_iter_mut()
                     .zip(qsums.par_iter_mut())
-                    .zip(blocks.par_iter())
-                    .try_for_each(|((acc, qs), (phi, q))| {
-                        qs.zip_mut_with(q, |s, &v| *s += v as f64);
-                        add_scores(phi.view(), y, acc)
+                    .zip(feat_pool[..pass.len()].par_iter())
+                    .try_for_each(|((acc, qs), buf)| {
+                        qs.iter_mut().zip(&buf.q).for_each(|(s, &v)| *s += v as f64);
+                        add_scores(buf.phi(info.dim), y, acc.view_mut())
                     })?;
             }
             for ((&b, acc), qs) in pass.iter().zip(&accs).zip(&qsums) {
@@ -1333,7 +1433,7 @@ impl Run {
             computed: pending.len(),
             skipped,
             blocks_per_pass: per_pass,
-            planned_bytes: planned,
+            planned_bytes: plan.planned_bytes,
         })
     }
 
@@ -1446,9 +1546,10 @@ impl Run {
     pub fn export_features_npy(&self, checkpoint: u64, path: &Path) -> Result<()> {
         let info = self.checkpoint_info(checkpoint)?;
         npy::write_f32_streaming(path, &[self.meta.n, info.dim], |sink| {
+            let (mut bytes, mut buf) = (Vec::new(), FeatureBuf::default());
             for b in 0..self.num_blocks() {
-                let (phi, _) = self.read_feature_block(checkpoint, b, info.dim)?;
-                sink(phi.as_slice().expect("standard layout"))?;
+                self.read_feature_block_into(checkpoint, b, info.dim, &mut bytes, &mut buf)?;
+                sink(&buf.phi)?;
             }
             Ok(())
         })
@@ -1458,9 +1559,10 @@ impl Run {
     pub fn export_q_npy(&self, checkpoint: u64, path: &Path) -> Result<()> {
         let info = self.checkpoint_info(checkpoint)?;
         npy::write_f32_streaming(path, &[self.meta.n], |sink| {
+            let (mut bytes, mut buf) = (Vec::new(), FeatureBuf::default());
             for b in 0..self.num_blocks() {
-                let (_, q) = self.read_feature_block(checkpoint, b, info.dim)?;
-                sink(q.as_slice().expect("standard layout"))?;
+                self.read_feature_block_into(checkpoint, b, info.dim, &mut bytes, &mut buf)?;
+                sink(&buf.q)?;
             }
             Ok(())
         })
