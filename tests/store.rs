@@ -513,6 +513,24 @@ fn npy_exports_are_readable_by_an_independent_parser_and_import_back() {
         .unwrap();
     run.import_npy(9, &fp, &qp).unwrap();
     run.merge(&mut silent()).unwrap();
+    // Importing again resumes (nothing to do); overwriting a block is refused; a different
+    // file is refused.
+    run.import_npy(9, &fp, &qp).unwrap();
+    assert!(matches!(
+        run.import_block(
+            9,
+            0,
+            phi.slice(ndarray::s![..512, ..]),
+            q.slice(ndarray::s![..512])
+        ),
+        Err(Error::RunMismatch { .. })
+    ));
+    let p0 = dir.path().join("phi0.npy");
+    run.export_features_npy(0, &p0).unwrap();
+    assert!(matches!(
+        run.import_npy(9, &p0, &qp),
+        Err(Error::RunMismatch { .. })
+    ));
     let (phi9, _) = run.load_features(9).unwrap();
     assert_eq!(bits2(phi9.view()), bits2(phi.view()));
     let (g1, g9) = (run.gram(1).unwrap(), run.gram(9).unwrap());

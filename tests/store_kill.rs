@@ -112,4 +112,17 @@ fn sigkilled_runs_resume_to_bit_identical_scores() {
     assert_eq!(bits(&faulty), bits(&reference), "after {killed} kills");
     let run = Run::open(&faulty).unwrap();
     assert_eq!(run.verify().unwrap(), run.files().unwrap().len());
+    // No temporary file of a killed writer is left behind.
+    let mut stack = vec![faulty.clone()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                let name = p.file_name().unwrap().to_string_lossy().to_string();
+                assert!(!name.contains(".tmp-"), "left behind: {}", p.display());
+            }
+        }
+    }
 }

@@ -763,25 +763,12 @@ impl Run {
 
     /// Removes temporary files of blocks in `blocks` left by a killed process.
     fn clean_temps(&self, checkpoint: u64, blocks: &Range<usize>) -> Result<()> {
-        let dir = self.ckpt_dir(checkpoint);
-        for entry in fs::read_dir(&dir).map_err(|e| io_err(&dir, e))? {
-            let entry = entry.map_err(|e| io_err(&dir, e))?;
-            let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
-                continue;
-            };
-            if !is_temp_name(&name) {
-                continue;
-            }
-            let block = name
-                .strip_prefix("block-")
-                .and_then(|r| r.get(..6))
-                .and_then(|d| d.parse::<usize>().ok());
-            if block.is_some_and(|b| blocks.contains(&b)) {
-                let p = entry.path();
-                fs::remove_file(&p).map_err(|e| io_err(&p, e))?;
-            }
-        }
-        Ok(())
+        remove_temps(&self.ckpt_dir(checkpoint), |name| {
+            name.strip_prefix("block-")
+                .and_then(|r| r.split('.').next())
+                .and_then(|d| d.parse::<usize>().ok())
+                .is_some_and(|b| blocks.contains(&b))
+        })
     }
 
     fn block_header(&self, checkpoint: u64, b: usize, dim: usize) -> BlockHeader {
@@ -1008,7 +995,9 @@ impl Run {
     }
 
     /// Stores block `b` of a declared checkpoint from precomputed features (rows of the block
-    /// × feature dimension) and Q (one per row), computing its Gram partial.
+    /// × feature dimension) and Q (one per row), computing its Gram partial. A block already
+    /// on disk is never overwritten ([`Error::RunMismatch`]); skip it with
+    /// [`Run::blocks_done`] to resume an import.
     pub fn import_block(
         &self,
         checkpoint: u64,
@@ -1046,11 +1035,22 @@ impl Run {
                 index: i,
             });
         }
+        let path = self.feat_path(checkpoint, b);
+        if path.exists() {
+            return Err(Error::RunMismatch {
+                path,
+                what: format!(
+                    "block {b} of checkpoint {checkpoint} is already stored; stored blocks are \
+                     never overwritten (remove the checkpoint's directory to import it again)"
+                ),
+            });
+        }
         self.write_block(checkpoint, b, features, q)
     }
 
     /// Imports a whole declared checkpoint from `.npy` files: features (n × dim, float32)
-    /// and Q (n, float32), e.g. written by `numpy.save`.
+    /// and Q (n, float32), e.g. written by `numpy.save`. Resumes an interrupted import (blocks
+    /// on disk are kept once one of them is checked against the file).
     pub fn import_npy(&self, checkpoint: u64, features: &Path, q: &Path) -> Result<()> {
         let phi = npy::read_f32_2d(features)?;
         let q = npy::read_f32_1d(q)?;
@@ -1061,7 +1061,32 @@ impl Run {
                 format!("{} / {}", phi.nrows(), q.len()),
             ));
         }
-        for b in 0..self.num_blocks() {
+        // Like featurisation, an interrupted import resumes: blocks on disk are kept after
+        // checking that the first of them holds the same first row as the file.
+        let done = self.blocks_done(checkpoint)?;
+        if let Some(&b) = done.first() {
+            let info = self.checkpoint_info(checkpoint)?;
+            let (stored, stored_q) = self.read_feature_block(checkpoint, b, info.dim)?;
+            let r = self.block_range(b);
+            let same = phi.ncols() == info.dim
+                && stored
+                    .row(0)
+                    .iter()
+                    .zip(phi.row(r.start))
+                    .all(|(a, b)| a.to_bits() == b.to_bits())
+                && stored_q[0].to_bits() == q[r.start].to_bits();
+            if !same {
+                return Err(Error::RunMismatch {
+                    path: self.feat_path(checkpoint, b),
+                    what: format!(
+                        "checkpoint {checkpoint}: the stored block {b} differs from {} at row {}",
+                        features.display(),
+                        r.start
+                    ),
+                });
+            }
+        }
+        for b in (0..self.num_blocks()).filter(|b| !done.contains(b)) {
             let r = self.block_range(b);
             self.import_block(checkpoint, b, phi.slice(s![r.clone(), ..]), q.slice(s![r]))?;
         }
@@ -1095,6 +1120,14 @@ impl Run {
                     ),
                 });
             }
+        }
+        // Merging runs after every shard has finished: stale temporary files of merged
+        // matrices and of the run record are leftovers of killed processes.
+        remove_temps(&self.dir, |n| n.starts_with("run.trak"))?;
+        for &id in &ids {
+            remove_temps(&self.ckpt_dir(id), |n| {
+                n.starts_with("merged.trak") || n.starts_with("checkpoint.trak")
+            })?;
         }
         for &id in &ids {
             let info = self.checkpoint_info(id)?;
@@ -1310,6 +1343,8 @@ impl Run {
 
         let tdir = self.targets_dir(name);
         fs::create_dir_all(&tdir).map_err(|e| io_err(&tdir, e))?;
+        // Scoring a target set is one process's work: stale temporary files are leftovers.
+        remove_temps(&tdir, |_| true)?;
         let meta = TargetMeta {
             name: name.to_string(),
             m,
@@ -1617,6 +1652,20 @@ impl Run {
         }
         Ok(files.len())
     }
+}
+
+/// Removes the temporary files in `dir` (left by killed writers) whose names satisfy `which`.
+fn remove_temps(dir: &Path, which: impl Fn(&str) -> bool) -> Result<()> {
+    for entry in fs::read_dir(dir).map_err(|e| io_err(dir, e))? {
+        let entry = entry.map_err(|e| io_err(dir, e))?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if is_temp_name(name) && which(name) && entry.path().is_file() {
+            let p = entry.path();
+            fs::remove_file(&p).map_err(|e| io_err(&p, e))?;
+        }
+    }
+    Ok(())
 }
 
 /// xxh3-64 of the output gradient and Q at one example (a fingerprint for models without
