@@ -35,6 +35,8 @@ pub enum Unit {
     Examples,
     /// Row blocks of a stored run.
     Blocks,
+    /// Checkpoints (target features, one checkpoint at a time).
+    Checkpoints,
 }
 
 /// One progress report.

@@ -1258,7 +1258,7 @@ impl Run {
                 stage: Stage::Targets { checkpoint: id },
                 done: i + 1,
                 total: checkpoints.len(),
-                unit: Unit::Blocks,
+                unit: Unit::Checkpoints,
             });
             psis.push((id, psi));
         }
