@@ -25,7 +25,7 @@ use ndarray::{ArrayView2, ArrayViewMut2, s};
 use rayon::prelude::*;
 
 use super::philox::{philox4x32_10, philox4x32_10_lanes, splitmix64};
-use super::{Distribution, Projector, check_shapes};
+use super::{Distribution, Projector, checked_batch};
 use crate::error::{Error, Result};
 
 /// Output columns handled by one parallel task (a multiple of 128 and of [`NR`]).
@@ -386,13 +386,10 @@ impl Projector for DenseProjector {
         grads: ArrayView2<'_, f32>,
         mut out: ArrayViewMut2<'_, f32>,
     ) -> Result<()> {
-        check_shapes(self.p, self.k, &grads, &out)?;
-        let b = grads.nrows();
-        if b == 0 {
+        let Some(g) = checked_batch(self.p, self.k, &grads, &out)? else {
             return Ok(());
-        }
-        let g = grads.as_standard_layout();
-        let g = g.view();
+        };
+        let (g, b) = (g.view(), grads.nrows());
         let key = self.key(checkpoint);
         let blocks: Vec<Vec<f32>> = (0..self.k.div_ceil(COL_BLOCK))
             .into_par_iter()

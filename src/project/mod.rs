@@ -129,6 +129,18 @@ pub(crate) fn check_shapes(
     Ok(())
 }
 
+/// The common start of a `project` call: checks shapes and returns the batch in standard
+/// (row-major) layout, borrowed when it already is, or `None` for an empty batch.
+pub(crate) fn checked_batch<'a>(
+    p: usize,
+    k: usize,
+    grads: &'a ArrayView2<'a, f32>,
+    out: &ArrayViewMut2<'_, f32>,
+) -> Result<Option<ndarray::CowArray<'a, f32, ndarray::Ix2>>> {
+    check_shapes(p, k, grads, out)?;
+    Ok((grads.nrows() > 0).then(|| grads.as_standard_layout()))
+}
+
 /// The identity map: features are the gradients themselves (k = p).
 #[derive(Debug, Clone)]
 pub struct IdentityProjector {

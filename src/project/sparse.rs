@@ -29,7 +29,7 @@ use ndarray::{ArrayView2, ArrayViewMut2};
 use rayon::prelude::*;
 
 use super::philox::splitmix64;
-use super::{Projector, check_shapes};
+use super::{Projector, checked_batch};
 use crate::error::{Error, Result};
 
 /// Input coordinates per parallel task. Part of the definition of the floating-point sums
@@ -216,13 +216,10 @@ impl Projector for SparseProjector {
         grads: ArrayView2<'_, f32>,
         mut out: ArrayViewMut2<'_, f32>,
     ) -> Result<()> {
-        check_shapes(self.p, self.k, &grads, &out)?;
-        let b = grads.nrows();
-        if b == 0 {
+        let Some(g) = checked_batch(self.p, self.k, &grads, &out)? else {
             return Ok(());
-        }
-        let g = grads.as_standard_layout();
-        let g = g.view();
+        };
+        let (g, b) = (g.view(), grads.nrows());
         let key = self.key(checkpoint);
         let parts: Vec<Vec<f32>> = (0..self.p.div_ceil(SPARSE_CHUNK))
             .into_par_iter()
