@@ -18,7 +18,7 @@
 #[path = "support/runs.rs"]
 mod runs;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -80,14 +80,7 @@ fn main() -> trak::Result<()> {
         None => 1,
     };
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let work: PathBuf = std::env::temp_dir().join(format!("trak-faults-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&work);
-    std::fs::create_dir_all(&work).map_err(|e| Error::Io {
-        path: work.clone(),
-        source: e,
-    })?;
-    let problem = work.join("problem.bin");
-    runs::save(&runs::build_problem(TRAIN, 2)?, &problem)?;
+    let (work, problem) = runs::work_dir("trak-faults", TRAIN, 2)?;
 
     let reference = work.join("reference");
     let t_ref = run_child(&problem, &reference, "child");

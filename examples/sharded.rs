@@ -37,14 +37,7 @@ fn main() -> trak::Result<()> {
         );
     }
     let n_shards: usize = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(4);
-    let work = std::env::temp_dir().join(format!("trak-shards-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&work);
-    std::fs::create_dir_all(&work).map_err(|e| trak::Error::Io {
-        path: work.clone(),
-        source: e,
-    })?;
-    let problem = work.join("problem.bin");
-    runs::save(&runs::build_problem(TRAIN, 3)?, &problem)?;
+    let (work, problem) = runs::work_dir("trak-shards", TRAIN, 3)?;
 
     // Single process.
     let single = work.join("single");

@@ -437,9 +437,8 @@ impl TrainFeatures {
     /// The same features with another ridge rule for [`TrainFeatures::finalize`] (shares Φ
     /// and the cached Gram matrices: a ridge sweep pays for each Gram matrix once).
     pub fn with_ridge(&self, ridge: Ridge) -> Result<Self> {
-        ridge.validate()?;
         let mut out = self.clone();
-        out.cfg.ridge = ridge;
+        out.cfg = self.cfg.with_ridge(ridge)?;
         Ok(out)
     }
 

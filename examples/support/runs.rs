@@ -2,7 +2,7 @@
 //! to a file (so that child processes load it instead of retraining), and the child-process
 //! side of a stored run (featurise a shard, then optionally merge and score).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -68,6 +68,17 @@ fn io(path: &Path, e: impl std::fmt::Display) -> Error {
         path: path.to_path_buf(),
         source: std::io::Error::other(e.to_string()),
     }
+}
+
+/// A fresh working directory `<temp>/<prefix>-<pid>` holding `problem.bin`, the problem of
+/// [`build_problem`]`(n, m)`; returns the directory and the problem file.
+pub fn work_dir(prefix: &str, n: usize, m: u64) -> Result<(PathBuf, PathBuf)> {
+    let work = std::env::temp_dir().join(format!("{prefix}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&work);
+    std::fs::create_dir_all(&work).map_err(|e| io(&work, e))?;
+    let problem = work.join("problem.bin");
+    save(&build_problem(n, m)?, &problem)?;
+    Ok((work, problem))
 }
 
 pub fn save(problem: &Problem, path: &Path) -> Result<()> {

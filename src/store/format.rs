@@ -50,6 +50,24 @@ pub(crate) enum FileKind {
 }
 
 impl FileKind {
+    /// Every kind, in code order.
+    const ALL: [FileKind; 8] = [
+        FileKind::RunMeta,
+        FileKind::CheckpointMeta,
+        FileKind::FeatureBlock,
+        FileKind::GramBlock,
+        FileKind::Merged,
+        FileKind::TargetMeta,
+        FileKind::TargetFeatures,
+        FileKind::ScoreBlock,
+    ];
+
+    /// The kind a file's header names, if any (read without checking the file).
+    pub(crate) fn of_bytes(bytes: &[u8]) -> Option<FileKind> {
+        let code = u32::from_le_bytes(bytes.get(12..16)?.try_into().ok()?);
+        Self::ALL.into_iter().find(|k| *k as u32 == code)
+    }
+
     pub(crate) fn name(self) -> &'static str {
         match self {
             FileKind::RunMeta => "run metadata",
@@ -127,16 +145,29 @@ impl PayloadWriter {
 
     /// The complete file: envelope around the payload.
     pub(crate) fn finish(self, kind: FileKind) -> Vec<u8> {
-        let mut out = self.buf;
-        let payload = (out.len() - HEADER) as u64;
-        out[..8].copy_from_slice(&MAGIC);
-        out[8..12].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
-        out[12..16].copy_from_slice(&(kind as u32).to_le_bytes());
-        out[16..24].copy_from_slice(&payload.to_le_bytes());
-        let sum = xxhash_rust::xxh3::xxh3_64(&out);
-        out.extend_from_slice(&sum.to_le_bytes());
-        out
+        seal(self.buf, kind as u32)
     }
+}
+
+/// Fills the reserved header of `buf` (24 bytes, then the payload) for kind code `kind` and
+/// appends the checksum: the one place where the envelope is written.
+fn seal(mut buf: Vec<u8>, kind: u32) -> Vec<u8> {
+    let payload = (buf.len() - HEADER) as u64;
+    buf[..8].copy_from_slice(&MAGIC);
+    buf[8..12].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+    buf[12..16].copy_from_slice(&kind.to_le_bytes());
+    buf[16..24].copy_from_slice(&payload.to_le_bytes());
+    let sum = xxhash_rust::xxh3::xxh3_64(&buf);
+    buf.extend_from_slice(&sum.to_le_bytes());
+    buf
+}
+
+/// `payload` in a valid envelope of any kind code (valid or not), for tests of the decoders.
+pub(crate) fn seal_raw(kind: u32, payload: &[u8]) -> Vec<u8> {
+    let mut buf = Vec::with_capacity(HEADER + payload.len() + TRAILER);
+    buf.resize(HEADER, 0);
+    buf.extend_from_slice(payload);
+    seal(buf, kind)
 }
 
 /// Reads a payload with bounds checks; every failure is [`Error::Corrupt`] naming the file.
@@ -191,12 +222,16 @@ impl<'a> PayloadReader<'a> {
         Ok(())
     }
 
-    pub(crate) fn f64s(&mut self, count: usize, what: &str) -> Result<Vec<f64>> {
-        Ok(self
-            .take(count, 8, what)?
-            .chunks_exact(8)
-            .map(|c| f64::from_le_bytes(c.try_into().expect("chunks of 8")))
-            .collect())
+    /// Decodes `count` f64 values into `out` (cleared first; its allocation is reused).
+    pub(crate) fn f64s_into(&mut self, count: usize, what: &str, out: &mut Vec<f64>) -> Result<()> {
+        let bytes = self.take(count, 8, what)?;
+        out.clear();
+        out.extend(
+            bytes
+                .chunks_exact(8)
+                .map(|c| f64::from_le_bytes(c.try_into().expect("chunks of 8"))),
+        );
+        Ok(())
     }
 
     /// Fails unless the whole payload was consumed.
@@ -286,7 +321,7 @@ pub(crate) fn read_bytes_into(path: &Path, buf: &mut Vec<u8>) -> Result<()> {
 static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
 /// A fresh temporary name next to `path`: `<name>.tmp-<pid>-<counter>`.
-fn temp_path(path: &Path) -> PathBuf {
+pub(crate) fn temp_path(path: &Path) -> PathBuf {
     let n = TMP_COUNTER.fetch_add(1, Ordering::Relaxed);
     let mut name = path.file_name().unwrap_or_default().to_os_string();
     name.push(format!(".tmp-{}-{n}", std::process::id()));

@@ -389,7 +389,8 @@ fn decode_packed<H: serde::de::DeserializeOwned>(
     r: &mut PayloadReader<'_>,
     what: &str,
     dim: impl Fn(&H) -> usize,
-) -> Result<(H, Vec<f64>)> {
+    out: &mut Vec<f64>,
+) -> Result<H> {
     let h: H = r.meta("header")?;
     let k = dim(&h);
     let len = k
@@ -397,26 +398,40 @@ fn decode_packed<H: serde::de::DeserializeOwned>(
         .and_then(|d| d.checked_mul(k))
         .map(|v| v / 2)
         .ok_or_else(|| corrupt(path, format!("{what}: shape overflows")))?;
-    let v = r.f64s(len, what)?;
-    Ok((h, v))
+    r.f64s_into(len, what, out)?;
+    Ok(h)
 }
 
-/// Decodes a feature block (header, Φ rows, Q).
+/// Decodes a feature block (header, Φ rows, Q) into `buf`.
 fn decode_feature_block(
     path: &Path,
     r: &mut PayloadReader<'_>,
-) -> Result<(BlockHeader, Array2<f32>, Array1<f32>)> {
-    let (h, phi) = decode_rows(path, r, "features", |h: &BlockHeader| (h.rows, h.dim))?;
-    let q = r.f32s(h.rows, "Q")?;
-    Ok((h, phi, Array1::from(q)))
+    buf: &mut FeatureBuf,
+) -> Result<BlockHeader> {
+    let h: BlockHeader = r.meta("block header")?;
+    let count = h
+        .rows
+        .checked_mul(h.dim)
+        .ok_or_else(|| corrupt(path, "features: shape overflows"))?;
+    r.f32s_into(count, "features", &mut buf.phi)?;
+    r.f32s_into(h.rows, "Q", &mut buf.q)?;
+    Ok(h)
 }
 
-fn decode_gram_block(path: &Path, r: &mut PayloadReader<'_>) -> Result<(BlockHeader, Vec<f64>)> {
-    decode_packed(path, r, "Gram partial", |h: &BlockHeader| h.dim)
+fn decode_gram_block(
+    path: &Path,
+    r: &mut PayloadReader<'_>,
+    out: &mut Vec<f64>,
+) -> Result<BlockHeader> {
+    decode_packed(path, r, "Gram partial", |h: &BlockHeader| h.dim, out)
 }
 
-fn decode_merged(path: &Path, r: &mut PayloadReader<'_>) -> Result<(MergedHeader, Vec<f64>)> {
-    decode_packed(path, r, "Gram matrix", |h: &MergedHeader| h.dim)
+fn decode_merged(
+    path: &Path,
+    r: &mut PayloadReader<'_>,
+    out: &mut Vec<f64>,
+) -> Result<MergedHeader> {
+    decode_packed(path, r, "Gram matrix", |h: &MergedHeader| h.dim, out)
 }
 
 fn decode_target_features(
@@ -445,25 +460,8 @@ pub struct FileSummary {
 /// checksum, magic, version, kind, and the payload of that kind. Never panics, whatever the
 /// bytes; used by [`Run::verify`] and by the fuzz tests.
 pub fn inspect(path: &Path, bytes: &[u8]) -> Result<FileSummary> {
-    let kind_code = bytes
-        .get(12..16)
-        .map(|b| u32::from_le_bytes(b.try_into().expect("4")));
-    let kinds = [
-        FileKind::RunMeta,
-        FileKind::CheckpointMeta,
-        FileKind::FeatureBlock,
-        FileKind::GramBlock,
-        FileKind::Merged,
-        FileKind::TargetMeta,
-        FileKind::TargetFeatures,
-        FileKind::ScoreBlock,
-    ];
     // The checksum is checked first, whatever the kind field says.
-    let kind = kinds
-        .iter()
-        .copied()
-        .find(|k| Some(*k as u32) == kind_code)
-        .unwrap_or(FileKind::RunMeta);
+    let kind = FileKind::of_bytes(bytes).unwrap_or(FileKind::RunMeta);
     let mut r = open_payload(path, bytes, kind)?;
     let payload_bytes = bytes.len().saturating_sub(32);
     match kind {
@@ -474,13 +472,13 @@ pub fn inspect(path: &Path, bytes: &[u8]) -> Result<FileSummary> {
             r.meta::<CheckpointInfo>("metadata")?;
         }
         FileKind::FeatureBlock => {
-            decode_feature_block(path, &mut r)?;
+            decode_feature_block(path, &mut r, &mut FeatureBuf::default())?;
         }
         FileKind::GramBlock => {
-            decode_gram_block(path, &mut r)?;
+            decode_gram_block(path, &mut r, &mut Vec::new())?;
         }
         FileKind::Merged => {
-            decode_merged(path, &mut r)?;
+            decode_merged(path, &mut r, &mut Vec::new())?;
         }
         FileKind::TargetMeta => {
             r.meta::<TargetMeta>("metadata")?;
@@ -503,15 +501,7 @@ pub fn inspect(path: &Path, bytes: &[u8]) -> Result<FileSummary> {
 /// decoders behind the checksum).
 #[doc(hidden)]
 pub fn seal_for_tests(kind: u32, payload: &[u8]) -> Vec<u8> {
-    let mut bytes = Vec::with_capacity(payload.len() + 32);
-    bytes.extend_from_slice(&MAGIC);
-    bytes.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
-    bytes.extend_from_slice(&kind.to_le_bytes());
-    bytes.extend_from_slice(&(payload.len() as u64).to_le_bytes());
-    bytes.extend_from_slice(payload);
-    let sum = xxhash_rust::xxh3::xxh3_64(&bytes);
-    bytes.extend_from_slice(&sum.to_le_bytes());
-    bytes
+    format::seal_raw(kind, payload)
 }
 
 /// Differences between a stored record and a request, written "what: stored X, requested Y".
@@ -809,11 +799,9 @@ impl Run {
         let path = self.feat_path(checkpoint, b);
         read_bytes_into(&path, bytes)?;
         let mut r = open_payload(&path, bytes, FileKind::FeatureBlock)?;
-        let h: BlockHeader = r.meta("block header")?;
-        expect_header(&path, &h, &self.block_header(checkpoint, b, dim))?;
-        r.f32s_into(h.rows * dim, "features", &mut buf.phi)?;
-        r.f32s_into(h.rows, "Q", &mut buf.q)?;
+        let h = decode_feature_block(&path, &mut r, buf)?;
         r.finish()?;
+        expect_header(&path, &h, &self.block_header(checkpoint, b, dim))?;
         if let Some(i) = first_nonfinite(buf.phi.iter().chain(&buf.q).copied()) {
             return Err(corrupt(
                 &path,
@@ -823,12 +811,21 @@ impl Run {
         Ok(())
     }
 
-    fn read_gram_block(&self, checkpoint: u64, b: usize, dim: usize) -> Result<Vec<f64>> {
+    /// Reads and checks the Gram partial of block `b` into `out` (packed), through `bytes`.
+    fn read_gram_block_into(
+        &self,
+        checkpoint: u64,
+        b: usize,
+        dim: usize,
+        bytes: &mut Vec<u8>,
+        out: &mut Vec<f64>,
+    ) -> Result<()> {
         let path = self.gram_path(checkpoint, b);
-        let (h, g) = read_with(&path, FileKind::GramBlock, |r| decode_gram_block(&path, r))?;
-        let want = self.block_header(checkpoint, b, dim);
-        expect_header(&path, &h, &want)?;
-        Ok(g)
+        read_bytes_into(&path, bytes)?;
+        let mut r = open_payload(&path, bytes, FileKind::GramBlock)?;
+        let h = decode_gram_block(&path, &mut r, out)?;
+        r.finish()?;
+        expect_header(&path, &h, &self.block_header(checkpoint, b, dim))
     }
 
     /// Writes block `b` of a checkpoint: the Gram partial first, then the features, each
@@ -1132,9 +1129,9 @@ impl Run {
         for &id in &ids {
             let info = self.checkpoint_info(id)?;
             let mut total = vec![0.0f64; packed_len(info.dim)];
-            let (mut bytes, mut buf) = (Vec::new(), FeatureBuf::default());
+            let (mut bytes, mut buf, mut g) = (Vec::new(), FeatureBuf::default(), Vec::new());
             for b in 0..nb {
-                let g = self.read_gram_block(id, b, info.dim)?;
+                self.read_gram_block_into(id, b, info.dim, &mut bytes, &mut g)?;
                 total.iter_mut().zip(&g).for_each(|(t, v)| *t += v);
                 self.read_feature_block_into(id, b, info.dim, &mut bytes, &mut buf)?;
                 progress(Progress {
@@ -1167,7 +1164,8 @@ impl Run {
                 what: format!("checkpoint {checkpoint} is not merged (call Run::merge)"),
             });
         }
-        let (h, g) = read_with(&path, FileKind::Merged, |r| decode_merged(&path, r))?;
+        let mut g = Vec::new();
+        let h = read_with(&path, FileKind::Merged, |r| decode_merged(&path, r, &mut g))?;
         let want = MergedHeader {
             checkpoint,
             n: self.meta.n,

@@ -13,7 +13,7 @@ use std::path::Path;
 use ndarray::{Array1, Array2};
 use ndarray_npy::{ReadNpyError, ReadNpyExt};
 
-use super::format::{corrupt, io_err, sync_dir};
+use super::format::{corrupt, io_err, sync_dir, temp_path};
 use crate::error::{Error, Result};
 
 fn npy_err(path: &Path, e: ReadNpyError) -> Error {
@@ -107,9 +107,7 @@ pub(crate) fn write_f32_streaming(
     shape: &[usize],
     fill: impl FnOnce(&mut dyn FnMut(&[f32]) -> Result<()>) -> Result<()>,
 ) -> Result<()> {
-    let mut tmp_name = path.file_name().unwrap_or_default().to_os_string();
-    tmp_name.push(format!(".tmp-{}", std::process::id()));
-    let tmp = path.with_file_name(tmp_name);
+    let tmp = temp_path(path);
     let res = (|| {
         let mut file = OpenOptions::new()
             .read(true)
