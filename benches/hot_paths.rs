@@ -4,39 +4,10 @@
 //! kernel: achieved GFLOP/s and its ratio to faer's multi-threaded GEMM on a comparable shape
 //! (f32 for the projection, f64 for the kernel step). No assertion: the machine is shared.
 
-use std::time::Instant;
-
-use faer::linalg::matmul::matmul;
-use faer::{Accum, Mat, Par};
 use ndarray::Array2;
 use trak::kernel::{Factor, add_scores, gram};
 use trak::project::{DenseProjector, Distribution, Projector};
-
-fn best_of<T>(reps: usize, mut f: impl FnMut() -> T) -> f64 {
-    (0..reps)
-        .map(|_| {
-            let t = Instant::now();
-            std::hint::black_box(f());
-            t.elapsed().as_secs_f64()
-        })
-        .fold(f64::INFINITY, f64::min)
-}
-
-fn gemm_rate<T: faer::traits::ComplexField + Copy>(m: usize, k: usize, n: usize, one: T) -> f64 {
-    let a = Mat::<T>::from_fn(m, k, |_, _| one);
-    let b = Mat::<T>::from_fn(k, n, |_, _| one);
-    let mut c = Mat::<T>::zeros(m, n);
-    let threads = rayon::current_num_threads();
-    let par = if threads > 1 {
-        Par::rayon(threads)
-    } else {
-        Par::Seq
-    };
-    let secs = best_of(3, || {
-        matmul(c.as_mut(), Accum::Replace, a.as_ref(), b.as_ref(), one, par)
-    });
-    2.0 * (m * k * n) as f64 / secs / 1e9
-}
+use trak_demo::yardstick::{best_of, gemm_gflops};
 
 fn main() {
     let threads = rayon::current_num_threads();
@@ -52,7 +23,7 @@ fn main() {
         let mut out = Array2::<f32>::zeros((b, k));
         let secs = best_of(2, || proj.project(0, g.view(), out.view_mut()).unwrap());
         let rate = 2.0 * (b * p * k) as f64 / secs / 1e9;
-        let limit = gemm_rate::<f32>(b, p.min(1 << 18), k, 1.0);
+        let limit = gemm_gflops::<f32>(b, p.min(1 << 18), k, 3);
         println!(
             "project {dist:?} B={b} p={p} k={k} threads={threads}: {:.0} ex/s, {rate:.1} GFLOP/s, f32 GEMM {limit:.1} GFLOP/s, ratio {:.2}",
             b as f64 / secs,
@@ -64,7 +35,7 @@ fn main() {
     let phi = Array2::<f32>::from_shape_fn((n, k), |(i, j)| {
         (((i * 7 + j * 3) % 23) as f32 - 11.0) / 11.0
     });
-    let limit = gemm_rate::<f64>(k, n, k, 1.0);
+    let limit = gemm_gflops::<f64>(k, n, k, 3);
     let secs = best_of(2, || gram(phi.view()));
     let rate = 2.0 * (n * k * k) as f64 / 2.0 / secs / 1e9; // symmetric: half the products
     println!(
@@ -89,7 +60,7 @@ fn main() {
     });
     let psi = phi.slice(ndarray::s![..m, ..]).to_owned();
     let y = factor.solve_targets(psi.view()).unwrap();
-    let limit = gemm_rate::<f64>(8192, k, m, 1.0);
+    let limit = gemm_gflops::<f64>(8192, k, m, 3);
     let mut acc = Array2::<f64>::zeros((n, m));
     let secs = best_of(2, || add_scores(phi.view(), &y, acc.view_mut()).unwrap());
     let rate = 2.0 * (n * k * m) as f64 / secs / 1e9;

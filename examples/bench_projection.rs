@@ -25,16 +25,10 @@
 //! add the Gaussian dense projector and the other sparse s. Every time is the best of `--reps`
 //! runs (default 2). No assertion: the machine is shared.
 
-use std::time::Instant;
-
-use faer::linalg::matmul::matmul;
-use faer::{Accum, Mat, Par};
 use ndarray::Array2;
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use rayon::prelude::*;
 use trak::Model;
-use trak::data::Dataset;
 use trak::model::{FactoredModel, LayerFactors, LinearLayer};
 use trak::models::Mlp;
 use trak::output::Margin;
@@ -42,6 +36,7 @@ use trak::project::{
     DenseProjector, Distribution, FactoredMatrices, FactoredProjector, Projector, ProjectorKind,
     SparseProjector,
 };
+use trak_demo::yardstick::{self, best_of, read_bandwidth};
 
 /// The default sparse projector's s.
 const DEFAULT_S: usize = match ProjectorKind::SPARSE {
@@ -49,46 +44,9 @@ const DEFAULT_S: usize = match ProjectorKind::SPARSE {
     _ => panic!("the default sparse kind is sparse"),
 };
 
-fn best_of<T>(reps: usize, mut f: impl FnMut() -> T) -> f64 {
-    (0..reps)
-        .map(|_| {
-            let t = Instant::now();
-            std::hint::black_box(f());
-            t.elapsed().as_secs_f64()
-        })
-        .fold(f64::INFINITY, f64::min)
-}
-
-/// faer f32 GEMM GFLOP/s on (b × p′)·(p′ × k), all threads.
+/// faer f32 GEMM GFLOP/s on (b × p′)·(p′ × k), all threads, p′ = min(p, 2¹⁷).
 fn gemm_gflops(b: usize, p: usize, k: usize, reps: usize) -> f64 {
-    let pg = p.min(1 << 17);
-    let threads = rayon::current_num_threads();
-    let par = if threads > 1 {
-        Par::rayon(threads)
-    } else {
-        Par::Seq
-    };
-    let a = Mat::<f32>::from_fn(b, pg, |i, j| ((i * 7 + j * 13) % 17) as f32 - 8.0);
-    let m = Mat::<f32>::from_fn(pg, k, |i, j| ((i * 5 + j * 3) % 11) as f32 - 5.0);
-    let mut c = Mat::<f32>::zeros(b, k);
-    let secs = best_of(reps + 1, || {
-        matmul(c.as_mut(), Accum::Replace, a.as_ref(), m.as_ref(), 1.0, par)
-    });
-    2.0 * (b * pg * k) as f64 / secs / 1e9
-}
-
-/// Streaming read bandwidth in GB/s: sum of 1 GiB of f32, all threads.
-fn read_bandwidth(reps: usize) -> f64 {
-    let v: Vec<f32> = (0..1usize << 28)
-        .into_par_iter()
-        .map(|i| (i % 7) as f32)
-        .collect();
-    let secs = best_of(reps + 2, || {
-        v.par_chunks(1 << 16)
-            .map(|c| c.iter().sum::<f32>())
-            .sum::<f32>()
-    });
-    (v.len() * 4) as f64 / secs / 1e9
+    yardstick::gemm_gflops::<f32>(b, p.min(1 << 17), k, reps + 1)
 }
 
 struct Limits {
@@ -179,7 +137,7 @@ fn main() {
     }
 
     // The MNIST MLP: real inputs, gradients and factors computed once, projection timed.
-    let data = Dataset::mnist_5k().expect("vendored MNIST");
+    let data = trak_demo::mnist_5k().expect("embedded MNIST");
     let model = Mlp::new(&[784, 128, 10], Margin, 1).unwrap();
     let p = model.num_params();
     let samples = data.samples();

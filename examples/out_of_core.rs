@@ -19,15 +19,9 @@ use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use trak::Trak;
 use trak::progress::{Progress, Stage};
-use trak::store::{Run, ScoreOptions};
-
-fn arg(args: &[String], name: &str, default: usize) -> usize {
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
+use trak::store::{MergeOptions, Run, ScoreOptions};
+use trak_demo::cli::Args;
+use trak_demo::yardstick::gemm_gflops;
 
 fn bar() -> ProgressBar {
     ProgressBar::new(0).with_style(
@@ -45,35 +39,18 @@ fn block(b: usize, rows: usize, k: usize) -> (Array2<f32>, Array1<f32>) {
     (phi, q)
 }
 
-/// The machine's f64 GEMM rate (GFLOP/s) on the score product's shape for one pass of
-/// `rows` rows, faer on every rayon thread, best of 3: the yardstick for the score phase.
-fn gemm_limit(rows: usize, k: usize, m: usize) -> f64 {
-    use faer::linalg::matmul::matmul;
-    use faer::{Accum, Mat, Par};
-    let a = Mat::<f64>::from_fn(rows, k, |i, j| ((i * 7 + j * 3) % 11) as f64);
-    let b = Mat::<f64>::from_fn(k, m, |i, j| ((i + j) % 5) as f64);
-    let mut c = Mat::<f64>::zeros(rows, m);
-    let par = Par::rayon(rayon::current_num_threads());
-    (0..3)
-        .map(|_| {
-            let t = Instant::now();
-            matmul(c.as_mut(), Accum::Replace, a.as_ref(), b.as_ref(), 1.0, par);
-            2.0 * (rows * k * m) as f64 / t.elapsed().as_secs_f64() / 1e9
-        })
-        .fold(0.0, f64::max)
-}
-
 fn main() -> trak::Result<()> {
-    let args: Vec<String> = std::env::args().collect();
-    let n = arg(&args, "--n", 1_000_000);
-    let k = arg(&args, "--k", 1024);
-    let m = arg(&args, "--m", 1000);
-    let budget = arg(&args, "--budget-mb", 512) << 20;
-    let block_rows = arg(&args, "--block-rows", 4096);
-    let keep = args.iter().any(|a| a == "--keep");
+    let args = Args::from_env();
+    let n = args.usize_or("--n", 1_000_000)?;
+    let k = args.usize_or("--k", 1024)?;
+    let m = args.usize_or("--m", 1000)?;
+    let budget = args.usize_or("--budget-mb", 512)? << 20;
+    let block_rows = args.usize_or("--block-rows", 4096)?;
+    let keep = args.flag("--keep");
     let dir = std::env::temp_dir().join(format!("trak-ooc-{n}x{k}"));
 
-    let limit = gemm_limit(block_rows.min(n), k, m);
+    // The yardstick of the score phase: f64 GEMM on the score product's shape for one block.
+    let limit = gemm_gflops::<f64>(block_rows.min(n), k, m, 3);
     let trak = Trak::builder().proj_dim(k).seed(0).build()?;
     let run = Run::create(&dir, &trak, n, block_rows)?;
     run.declare_checkpoint(0, k, k, 0x5eed)?;
@@ -108,7 +85,7 @@ fn main() -> trak::Result<()> {
     };
     let t = Instant::now();
     let pb = bar();
-    run.merge(&mut |p| show(&pb, p))?;
+    run.merge(MergeOptions::default().progress(&mut |p| show(&pb, p)))?;
     pb.finish_and_clear();
     let t_merge = t.elapsed().as_secs_f64();
 
@@ -120,10 +97,9 @@ fn main() -> trak::Result<()> {
     let rep = run.score_features(
         "synthetic",
         &[(0, psi.view())],
-        ScoreOptions {
-            memory_budget: budget,
-        },
-        &mut |p| show(&pb, p),
+        ScoreOptions::default()
+            .memory_budget(budget)
+            .progress(&mut |p| show(&pb, p)),
     )?;
     pb.finish_and_clear();
     let t_score = t.elapsed().as_secs_f64();

@@ -1,4 +1,4 @@
-//! Quickstart: train a few MLP checkpoints on the vendored MNIST-5k, attribute a handful of
+//! Quickstart: train a few MLP checkpoints on MNIST-5k (embedded in the binary), attribute a handful of
 //! test digits, and print each one's top-5 training examples.
 //!
 //! `cargo run --release --example quickstart`
@@ -7,7 +7,6 @@ use std::time::Instant;
 
 use rayon::prelude::*;
 use trak::Trak;
-use trak::data::Dataset;
 use trak::models::{Mlp, Sgd};
 use trak::output::Margin;
 
@@ -15,7 +14,7 @@ fn main() -> trak::Result<()> {
     let start = Instant::now();
 
     // 5,000 digits → 4,000 training examples, 1,000 held out (fixed shuffle).
-    let (train, test) = Dataset::mnist_5k()?.split(4000, 0)?;
+    let (train, test) = trak_demo::mnist_5k()?.split(4000, 0)?;
     let (train_s, test_s) = (train.samples(), test.samples());
 
     // Three checkpoints: 784-128-10 ReLU MLPs trained from different seeds, in parallel.

@@ -6,17 +6,18 @@
 
 use std::time::Instant;
 
-use trak::eval::benchmark::{self, Family, RemovalConfig};
+use trak_demo::cli::Args;
+use trak_demo::removal::{RemovalConfig, removal};
 
 fn main() -> trak::Result<()> {
-    let args: Vec<String> = std::env::args().skip(1).collect();
+    let args = Args::from_env();
     let mut cfg = RemovalConfig::default();
-    let fams = Family::from_args(&args)?;
+    let fams = args.families()?;
     if !fams.is_empty() {
         cfg.families = fams;
     }
     let start = Instant::now();
-    let rows = benchmark::removal(&cfg)?;
+    let rows = removal(&cfg)?;
     println!(
         "\nRemoval on MNIST-5k: {} train, {} targets, {} seeds, TRAK k = {}, M = {}",
         cfg.n_train, cfg.n_targets, cfg.seeds, cfg.k, cfg.m

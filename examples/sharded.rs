@@ -18,7 +18,7 @@ use std::time::Instant;
 
 use indicatif::{ProgressBar, ProgressStyle};
 use trak::progress::{Progress, Stage};
-use trak::store::{Run, ScoreOptions, Shard};
+use trak::store::{MergeOptions, Run, ScoreOptions, Shard};
 
 const BLOCK_ROWS: usize = 100;
 const TRAIN: usize = 3000;
@@ -83,13 +83,12 @@ fn main() -> trak::Result<()> {
             Stage::Featurize { checkpoint } => format!("featurise {checkpoint}"),
         });
     };
-    run.merge(&mut show)?;
+    run.merge(MergeOptions::default().progress(&mut show))?;
     run.score(
         "test",
         &p.checkpoints(),
         &p.targets,
-        ScoreOptions::default(),
-        &mut show,
+        ScoreOptions::default().progress(&mut show),
     )?;
     bar.finish_and_clear();
     let t_total = t.elapsed().as_secs_f64();

@@ -1,23 +1,21 @@
-//! Datasets: the example type of the built-in models and the vendored MNIST-5k loader.
+//! Datasets: the example type of the built-in models, an MNIST CSV reader and a synthetic
+//! generator.
 //!
 //! [`Sample`] (an input vector and a [`Target`]) is the example type of the built-in models
-//! ([`crate::models`]). [`Dataset`] holds a design matrix and labels, loads the vendored
-//! MNIST subset, and splits it reproducibly.
+//! ([`crate::models`]). [`Dataset`] holds a design matrix and labels, reads MNIST-format CSV
+//! files, makes seeded Gaussian blobs for examples and tests, and splits reproducibly. (The
+//! workspace's `trak-demo` crate embeds a 5,000-digit MNIST subset for the demos.)
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 
 use ndarray::{Array2, Axis};
-use rand::SeedableRng;
 use rand::seq::SliceRandom;
+use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-
-/// Path of the vendored MNIST-5k file inside this crate's source tree
-/// (`data/mnist_5k.csv.gz`; see `data/README.md` for source and licence).
-pub const MNIST_5K_PATH: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/data/mnist_5k.csv.gz");
 
 /// What a model's output is compared against.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -88,78 +86,81 @@ impl Dataset {
         self.x.ncols()
     }
 
-    /// Loads the vendored 5,000-digit MNIST subset ([`MNIST_5K_PATH`]).
-    pub fn mnist_5k() -> Result<Self> {
-        Self::from_mnist_csv_gz(MNIST_5K_PATH)
-    }
-
-    /// Loads a gzip-compressed MNIST CSV: no header, 784 pixel columns (0–255) then the label
-    /// (0–9) on each line. Pixels are scaled to `[0, 1]`.
+    /// Loads a gzip-compressed MNIST CSV file: no header, 784 pixel columns (0–255) then the
+    /// label (0–9) on each line. Pixels are scaled to `[0, 1]`.
     pub fn from_mnist_csv_gz(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
-        let io_err = |source| Error::Io {
+        let file = std::fs::File::open(path).map_err(|source| Error::Io {
             path: path.to_path_buf(),
             source,
-        };
-        let file = std::fs::File::open(path).map_err(io_err)?;
-        let reader = BufReader::new(flate2::read::GzDecoder::new(file));
-        const PIXELS: usize = 784;
+        })?;
+        Self::read_mnist_csv_gz(file, path)
+    }
+
+    /// [`Dataset::from_mnist_csv_gz`] from any reader (e.g. bytes embedded in a binary);
+    /// `name` names the source in errors.
+    pub fn read_mnist_csv_gz(reader: impl std::io::Read, name: &Path) -> Result<Self> {
+        let reader = BufReader::new(flate2::read::GzDecoder::new(reader));
         let mut pixels: Vec<f32> = Vec::new();
         let mut labels = Vec::new();
         for (i, line) in reader.lines().enumerate() {
-            let line = line.map_err(io_err)?;
-            let parse = |reason: String| Error::Parse {
-                path: path.to_path_buf(),
-                line: i + 1,
-                reason,
-            };
+            let line = line.map_err(|source| Error::Io {
+                path: name.to_path_buf(),
+                source,
+            })?;
             if line.trim().is_empty() {
                 continue;
             }
-            let mut count = 0usize;
-            for field in line.trim().split(',') {
-                let v: u32 = field.trim().parse().map_err(|_| {
-                    parse(format!("field {} is not an integer: {field:?}", count + 1))
-                })?;
-                if count < PIXELS {
-                    if v > 255 {
-                        return Err(parse(format!("pixel {count} = {v} exceeds 255")));
-                    }
-                    pixels.push(v as f32 / 255.0);
-                } else if count == PIXELS {
-                    if v > 9 {
-                        return Err(parse(format!("label {v} is not a digit")));
-                    }
-                    labels.push(v as usize);
-                }
-                count += 1;
-            }
-            if count != PIXELS + 1 {
-                return Err(parse(format!(
-                    "expected {} columns, found {count}",
-                    PIXELS + 1
-                )));
-            }
+            parse_mnist_line(&line, &mut pixels, &mut labels).map_err(|reason| Error::Parse {
+                path: name.to_path_buf(),
+                line: i + 1,
+                reason,
+            })?;
         }
         if labels.is_empty() {
             return Err(Error::Parse {
-                path: path.to_path_buf(),
+                path: name.to_path_buf(),
                 line: 0,
                 reason: "no examples".into(),
             });
         }
-        let x = Array2::from_shape_vec((labels.len(), PIXELS), pixels)
+        let x = Array2::from_shape_vec((labels.len(), MNIST_PIXELS), pixels)
             .expect("row count checked while parsing");
+        Ok(Self { x, labels })
+    }
+
+    /// `n` points in `classes` Gaussian blobs in R^`dim`, seeded: class centres have i.i.d.
+    /// N(0, 1) coordinates, points are their class centre plus N(0, 0.5²) noise, and labels
+    /// cycle through the classes. For examples, tests and benchmarks that need data of a
+    /// given shape; same seed, same data, on every machine.
+    pub fn blobs(n: usize, dim: usize, classes: usize, seed: u64) -> Result<Self> {
+        if n == 0 || dim == 0 || classes == 0 {
+            let value = format!("n = {n}, dim = {dim}, classes = {classes}");
+            return Err(crate::error::invalid("blob shape", value, "all ≥ 1"));
+        }
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let mut normal = move || {
+            // Box–Muller on two uniforms in (0, 1].
+            let u1 = 1.0 - rng.random::<f64>();
+            let u2: f64 = rng.random();
+            ((-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()) as f32
+        };
+        let centres: Vec<f32> = (0..classes * dim).map(|_| normal()).collect();
+        let labels: Vec<usize> = (0..n).map(|i| i % classes).collect();
+        let x = Array2::from_shape_fn((n, dim), |(i, j)| {
+            centres[labels[i] * dim + j] + 0.5 * normal()
+        });
         Ok(Self { x, labels })
     }
 
     /// Rows `idx` of this dataset, in that order.
     pub fn select(&self, idx: &[usize]) -> Result<Self> {
         if let Some(&bad) = idx.iter().find(|&&i| i >= self.len()) {
-            return Err(Error::InvalidConfig(format!(
-                "index {bad} out of range for a dataset of {} examples",
-                self.len()
-            )));
+            return Err(Error::OutOfRange {
+                what: "dataset row",
+                index: bad,
+                len: self.len(),
+            });
         }
         Ok(Self {
             x: self.x.select(Axis(0), idx),
@@ -171,10 +172,11 @@ impl Dataset {
     /// and the rest. Same seed, same split, on every machine.
     pub fn split(&self, n_first: usize, seed: u64) -> Result<(Self, Self)> {
         if n_first > self.len() {
-            return Err(Error::InvalidConfig(format!(
-                "cannot take {n_first} examples from a dataset of {}",
-                self.len()
-            )));
+            return Err(crate::error::invalid(
+                "split size",
+                n_first,
+                format!("at most the dataset's {} examples", self.len()),
+            ));
         }
         let mut perm: Vec<usize> = (0..self.len()).collect();
         perm.shuffle(&mut ChaCha8Rng::seed_from_u64(seed));
@@ -210,4 +212,41 @@ impl Dataset {
             })
             .collect()
     }
+}
+
+/// Pixels per MNIST image.
+const MNIST_PIXELS: usize = 784;
+
+/// Parses one MNIST CSV line (784 pixels, then the label) onto `pixels` and `labels`.
+fn parse_mnist_line(
+    line: &str,
+    pixels: &mut Vec<f32>,
+    labels: &mut Vec<usize>,
+) -> std::result::Result<(), String> {
+    let mut count = 0usize;
+    for field in line.trim().split(',') {
+        let v: u32 = field
+            .trim()
+            .parse()
+            .map_err(|_| format!("field {} is not an integer: {field:?}", count + 1))?;
+        if count < MNIST_PIXELS {
+            if v > 255 {
+                return Err(format!("pixel {count} = {v} exceeds 255"));
+            }
+            pixels.push(v as f32 / 255.0);
+        } else if count == MNIST_PIXELS {
+            if v > 9 {
+                return Err(format!("label {v} is not a digit"));
+            }
+            labels.push(v as usize);
+        }
+        count += 1;
+    }
+    if count != MNIST_PIXELS + 1 {
+        return Err(format!(
+            "expected {} columns, found {count}",
+            MNIST_PIXELS + 1
+        ));
+    }
+    Ok(())
 }

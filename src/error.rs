@@ -6,6 +6,26 @@
 
 use std::path::PathBuf;
 
+use crate::project::ProjectorKind;
+
+/// Which set of examples an operation was working on (named in errors).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ExampleSet {
+    /// The training set (features Φ and Q).
+    Training,
+    /// A target set (features Ψ only).
+    Target,
+}
+
+impl std::fmt::Display for ExampleSet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ExampleSet::Training => "training",
+            ExampleSet::Target => "target",
+        })
+    }
+}
+
 /// Shorthand for `std::result::Result<T, trak::Error>`.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -13,9 +33,60 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// A configuration value is out of its domain (k = 0, batch size 0, negative ridge, …).
-    #[error("invalid configuration: {0}")]
-    InvalidConfig(String),
+    /// A parameter is outside its domain (k = 0, batch size 0, negative ridge, a shard index
+    /// past the shard count, …).
+    #[error("invalid {parameter}: got {value}, expected {expected}")]
+    InvalidParameter {
+        /// The parameter, as the documentation names it (e.g. "projection dimension k").
+        parameter: &'static str,
+        /// The value that was given, written out.
+        value: String,
+        /// The domain it must lie in.
+        expected: String,
+    },
+
+    /// An index into a collection (dataset rows, blocks of a run) is past its end.
+    #[error("{what} {index} is out of range: there are {len}")]
+    OutOfRange {
+        /// What is indexed.
+        what: &'static str,
+        /// The index given.
+        index: usize,
+        /// The number of elements.
+        len: usize,
+    },
+
+    /// `ProjectorKind::Factored` was asked of a model whose `Model::factored()` is `None`.
+    #[error(
+        "the factored projector needs a model whose Model::factored() returns its \
+         FactoredModel view; this model has none"
+    )]
+    NoFactoredView,
+
+    /// A factored model's linear layers do not cover its parameters exactly.
+    #[error(
+        "factored projection: the linear layers cover {covered} parameters but the model has \
+         {params}; every parameter must belong to exactly one layer"
+    )]
+    LayerCoverage {
+        /// Parameters covered by the layers.
+        covered: usize,
+        /// The model's parameter count.
+        params: usize,
+    },
+
+    /// An operation that only some projectors support was asked of another.
+    #[error("{operation} is not supported with the {projector:?} projector")]
+    UnsupportedProjector {
+        /// The projector in use.
+        projector: ProjectorKind,
+        /// What was asked (e.g. "prefix(k)").
+        operation: &'static str,
+    },
+
+    /// The LDS is undefined: every target has constant predictions or constant outputs.
+    #[error("LDS undefined: every target has constant predictions or outputs over the subsets")]
+    LdsUndefined,
 
     /// An array or slice does not have the shape the operation needs.
     #[error("shape mismatch in {what}: expected {expected}, got {got}")]
@@ -37,8 +108,8 @@ pub enum Error {
         "non-finite output gradient for {set} example {example} (checkpoint {checkpoint}, parameter {param})"
     )]
     NonFiniteGradient {
-        /// `"training"` or `"target"`.
-        set: &'static str,
+        /// The set the example belongs to.
+        set: ExampleSet,
         /// Index of the offending example in the set that was passed.
         example: usize,
         /// Checkpoint id.
@@ -80,8 +151,8 @@ pub enum Error {
         "non-finite {what} in layer {layer} for {set} example {example} at checkpoint {checkpoint} (entry {index})"
     )]
     NonFiniteFactor {
-        /// "training" or "target".
-        set: &'static str,
+        /// The set the example belongs to.
+        set: ExampleSet,
         /// Index of the example in the set.
         example: usize,
         /// Checkpoint id.
@@ -205,7 +276,8 @@ pub enum Error {
         what: String,
     },
 
-    /// The memory budget given for out-of-core work is too small for the smallest unit of work.
+    /// A memory budget (the store's [`crate::store::ScoreOptions`] budget, or the in-memory
+    /// pipeline's [`crate::TrakBuilder::memory_limit`]) is too small for what was asked.
     #[error("memory budget of {budget} bytes is too small: {needed} bytes needed ({reason})")]
     MemoryBudget {
         /// The budget that was given.
@@ -215,6 +287,36 @@ pub enum Error {
         /// What the memory is for, and how to need less.
         reason: String,
     },
+
+    /// The allocator refused a buffer the pipeline planned (the request exceeds what the
+    /// machine can give).
+    #[error("cannot allocate {bytes} bytes for {what}")]
+    OutOfMemory {
+        /// What the buffer is for.
+        what: &'static str,
+        /// Its size in bytes (saturated at `usize::MAX` if the size itself overflows).
+        bytes: usize,
+    },
+
+    /// A path that must be a directory (a run) exists as something else.
+    #[error("{path} exists and is not a directory")]
+    NotADirectory {
+        /// The path.
+        path: PathBuf,
+    },
+}
+
+/// Shorthand for building an [`Error::InvalidParameter`].
+pub(crate) fn invalid(
+    parameter: &'static str,
+    value: impl std::fmt::Display,
+    expected: impl ToString,
+) -> Error {
+    Error::InvalidParameter {
+        parameter,
+        value: value.to_string(),
+        expected: expected.to_string(),
+    }
 }
 
 /// Shorthand for building a [`Error::ShapeMismatch`].

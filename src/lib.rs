@@ -18,17 +18,24 @@
 //! input (non-finite gradients name the example).
 //!
 //! ## Layout
-//! - [`Model`]: the pluggable model interface (per-example output gradients and Q).
+//! Data flows one way: model → gradients → projector → kernel → scores → eval.
+//! - [`Model`]: the pluggable model interface (per-example output gradients and Q), and
+//!   [`FactoredModel`] for the factored projector (per-layer inputs and output gradients).
 //! - [`output`]: model-output functions (multiclass margin, binary logistic, regression, yours).
 //! - [`models`]: built-in ReLU MLPs / logistic regression with analytic per-example gradients,
 //!   and a seeded SGD trainer.
-//! - [`project`]: dense Rademacher/Gaussian projection and the identity.
-//! - [`kernel`]: Gram matrix, ridge, Cholesky, solves, score products (f64, via `faer`).
-//! - [`attribute`]: the pipeline ([`Trak`] → [`TrainFeatures`] → [`TrakIndex`] → [`Scores`]).
+//! - [`project`]: the projectors ([`ProjectorKind`]): dense Rademacher (default) and
+//!   Gaussian, sparse JL ([`ProjectorKind::SPARSE`]), factored per-layer Kronecker
+//!   ([`ProjectorKind::Factored`], never forms the gradient), and the identity.
+//! - [`kernel`]: Gram matrix, [`Ridge`], Cholesky, solves, score products (f64, via `faer`),
+//!   and the scoring core shared by the in-memory index and the store.
+//! - [`attribute`]: the in-memory pipeline ([`Trak`] → [`TrainFeatures`] → [`TrakIndex`] →
+//!   [`Scores`]), with a planned memory limit.
 //! - [`store`]: persistent runs on disk ([`Run`]): resumable, shardable ([`Shard`]), checksummed,
 //!   scored out of core under a memory budget, with `.npy` import/export.
+//! - [`eval`]: counterfactual validation (subsets, Spearman, LDS) and baseline attributions.
 //! - [`progress`]: progress reports from long calls.
-//! - [`data`]: the vendored MNIST-5k subset and the built-in models' example type.
+//! - [`data`]: the built-in models' example type, an MNIST CSV reader, seeded Gaussian blobs.
 //!
 //! ## Example
 //! ```
@@ -38,13 +45,14 @@
 //! use trak::Trak;
 //!
 //! # fn main() -> trak::Result<()> {
-//! let (train, test) = Dataset::mnist_5k()?.split(300, 0)?;
-//! let (train, targets) = (train.samples(), test.samples()[..3].to_vec());
+//! // 300 training points and 3 targets in 4 classes (your data in practice).
+//! let (train, test) = Dataset::blobs(303, 20, 4, 0)?.split(300, 0)?;
+//! let (train, targets) = (train.samples(), test.samples());
 //!
 //! // Two checkpoints: small MLPs trained from different seeds.
 //! let models: Vec<Mlp<Margin>> = (0..2)
 //!     .map(|seed| {
-//!         let mut m = Mlp::new(&[784, 16, 10], Margin, seed)?;
+//!         let mut m = Mlp::new(&[20, 16, 4], Margin, seed)?;
 //!         Sgd { epochs: 3, seed, ..Sgd::default() }.fit(&mut m, &train)?;
 //!         Ok(m)
 //!     })
@@ -79,7 +87,9 @@ pub mod project;
 pub mod store;
 
 pub use attribute::{Scores, TrainFeatures, Trak, TrakBuilder, TrakIndex};
-pub use error::{Error, Result};
+pub use error::{Error, ExampleSet, Result};
+pub use kernel::Ridge;
 pub use model::{FactoredModel, Model};
 pub use progress::Progress;
+pub use project::ProjectorKind;
 pub use store::{Run, Shard};

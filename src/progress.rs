@@ -56,3 +56,33 @@ pub struct Progress {
 pub fn silent() -> impl FnMut(Progress) {
     |_| {}
 }
+
+/// Where a long call sends its reports: nowhere (the default) or a callback. The options of
+/// the store's long calls ([`crate::store::FeaturizeOptions`], [`crate::store::MergeOptions`],
+/// [`crate::store::ScoreOptions`]) hold one.
+#[derive(Default)]
+pub struct ProgressSink<'a>(Option<&'a mut dyn FnMut(Progress)>);
+
+impl<'a> ProgressSink<'a> {
+    /// Sends every report to `callback`.
+    pub fn new(callback: &'a mut dyn FnMut(Progress)) -> Self {
+        Self(Some(callback))
+    }
+
+    /// Sends `report` to the callback, if there is one.
+    pub(crate) fn report(&mut self, report: Progress) {
+        if let Some(f) = self.0.as_mut() {
+            f(report)
+        }
+    }
+}
+
+impl std::fmt::Debug for ProgressSink<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "ProgressSink(callback)"
+        } else {
+            "ProgressSink(silent)"
+        })
+    }
+}

@@ -10,7 +10,7 @@ use trak::model::{FactoredModel, LayerFactors, LinearLayer};
 use trak::models::Mlp;
 use trak::output::{Logistic, Margin};
 use trak::project::{DenseProjector, Distribution, Projector, ProjectorKind};
-use trak::{Error, Model, Trak};
+use trak::{Error, ExampleSet, Model, Trak};
 
 /// Wraps a model and poisons one example's gradient (`grad_at`) or Q (`q_at`) with `value`.
 struct Faulty {
@@ -107,7 +107,7 @@ fn factored_projection_errors() {
         matches!(
             err,
             Error::NonFiniteFactor {
-                set: "training",
+                set: ExampleSet::Training,
                 example: 19,
                 checkpoint: 7,
                 layer: 1,
@@ -124,18 +124,24 @@ fn factored_projection_errors() {
         .featurize(0, &Flat(model()), &plain)
         .unwrap_err();
     assert!(
-        matches!(&err, Error::InvalidConfig(m) if m.contains("factored")),
+        matches!(&err, Error::NoFactoredView) && err.to_string().contains("factored"),
         "{err:?}"
     );
     // the flat projector builder refuses the factored kind
     assert!(matches!(
         trak::project::build(ProjectorKind::Factored, 10, 4, 0),
-        Err(Error::InvalidConfig(_))
+        Err(Error::UnsupportedProjector {
+            projector: ProjectorKind::Factored,
+            ..
+        })
     ));
     // ... and TrainFeatures::prefix is only for dense projections
     let mut feats = trak.featurizer();
     feats.featurize(0, &model(), &plain).unwrap();
-    assert!(matches!(feats.prefix(8), Err(Error::InvalidConfig(_))));
+    assert!(matches!(
+        feats.prefix(8),
+        Err(Error::UnsupportedProjector { .. })
+    ));
 }
 
 #[test]
@@ -147,7 +153,13 @@ fn sparse_projection_configuration_is_checked() {
             .build()
             .unwrap_err();
         assert!(
-            matches!(err, Error::InvalidConfig(_)),
+            matches!(
+                err,
+                Error::InvalidParameter {
+                    parameter: "sparse non-zeros per coordinate s",
+                    ..
+                }
+            ),
             "s={s} k={k}: {err:?}"
         );
     }
@@ -187,7 +199,7 @@ fn non_finite_gradients_name_the_example() {
             matches!(
                 err,
                 Error::NonFiniteGradient {
-                    set: "training",
+                    set: ExampleSet::Training,
                     example: 19,
                     checkpoint: 7,
                     param: 3
@@ -218,7 +230,7 @@ fn non_finite_gradients_name_the_example() {
         matches!(
             err,
             Error::NonFiniteGradient {
-                set: "target",
+                set: ExampleSet::Target,
                 example: 2,
                 ..
             }
@@ -371,31 +383,52 @@ fn empty_sets() {
 fn invalid_configuration() {
     assert!(matches!(
         Trak::builder().proj_dim(0).build(),
-        Err(Error::InvalidConfig(_))
+        Err(Error::InvalidParameter {
+            parameter: "projection dimension k",
+            ..
+        })
     ));
     assert!(matches!(
         Trak::builder().batch_size(0).build(),
-        Err(Error::InvalidConfig(_))
+        Err(Error::InvalidParameter {
+            parameter: "batch size",
+            ..
+        })
     ));
     assert!(matches!(
         Trak::builder().ridge(Ridge::Relative(-1.0)).build(),
-        Err(Error::InvalidConfig(_))
+        Err(Error::InvalidParameter {
+            parameter: "ridge",
+            ..
+        })
     ));
     assert!(matches!(
         Trak::builder().ridge(Ridge::Absolute(f64::NAN)).build(),
-        Err(Error::InvalidConfig(_))
+        Err(Error::InvalidParameter {
+            parameter: "ridge",
+            ..
+        })
     ));
     assert!(matches!(
         DenseProjector::new(10, 0, Distribution::Gaussian, 0),
-        Err(Error::InvalidConfig(_))
+        Err(Error::InvalidParameter {
+            parameter: "projection dimension k",
+            ..
+        })
     ));
     assert!(matches!(
         Mlp::new(&[4], Margin, 0),
-        Err(Error::InvalidConfig(_))
+        Err(Error::InvalidParameter {
+            parameter: "MLP layer sizes",
+            ..
+        })
     ));
     assert!(matches!(
         Mlp::new(&[4, 0, 3], Margin, 0),
-        Err(Error::InvalidConfig(_))
+        Err(Error::InvalidParameter {
+            parameter: "MLP layer sizes",
+            ..
+        })
     ));
     let sgd = trak::models::Sgd {
         lr: -1.0,
@@ -403,7 +436,10 @@ fn invalid_configuration() {
     };
     assert!(matches!(
         sgd.fit(&mut model(), &class_samples(4, 4, 3, 0)),
-        Err(Error::InvalidConfig(_))
+        Err(Error::InvalidParameter {
+            parameter: "SGD learning rate",
+            ..
+        })
     ));
 }
 
@@ -582,7 +618,11 @@ fn unreadable_and_corrupted_files() {
         );
     }
     // a truncated gzip stream of the real file
-    let real = std::fs::read(trak::data::MNIST_5K_PATH).unwrap();
+    let real = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/crates/trak-demo/data/mnist_5k.csv.gz"
+    ))
+    .unwrap();
     let cut = dir.join("truncated.csv.gz");
     std::fs::write(&cut, &real[..real.len() / 2]).unwrap();
     let err = Dataset::from_mnist_csv_gz(&cut).unwrap_err();
@@ -591,4 +631,105 @@ fn unreadable_and_corrupted_files() {
         "{err:?}"
     );
     std::fs::remove_dir_all(&dir).ok();
+}
+
+/// A model that only declares its size: any call that reaches its gradients is a failure of
+/// the memory plan, which must refuse first.
+struct Huge {
+    params: usize,
+}
+
+impl Model for Huge {
+    type Example = ();
+    fn num_params(&self) -> usize {
+        self.params
+    }
+    fn output_grads(&self, _: &[()], _: ArrayViewMut2<'_, f32>) -> trak::Result<()> {
+        panic!("the memory plan should have refused before any gradient")
+    }
+    fn output_q(&self, _: &[()], _: ArrayViewMut1<'_, f32>) -> trak::Result<()> {
+        panic!("the memory plan should have refused before any Q")
+    }
+}
+
+/// `needed` must cover the features alone (rows × dim × 4 bytes).
+fn assert_budget(err: Error, features: usize) {
+    match err {
+        Error::MemoryBudget {
+            budget,
+            needed,
+            reason,
+        } => {
+            assert!(needed >= features && needed > budget, "{needed} {budget}");
+            assert!(reason.contains("features"), "{reason}");
+        }
+        other => panic!("expected MemoryBudget, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_huge_projection_dimension_is_a_planned_error_not_an_abort() {
+    let train = vec![(); 300];
+    let model = Huge { params: 1000 };
+    let trak = Trak::builder().proj_dim(1_000_000_000).build().unwrap();
+    let err = trak.featurizer().featurize(0, &model, &train).unwrap_err();
+    assert_budget(err, 300 * 1_000_000_000 * 4);
+    // the same plan answers target features
+    let err = trak.features(0, &model, &train).unwrap_err();
+    assert_budget(err, 300 * 1_000_000_000 * 4);
+}
+
+#[test]
+fn the_identity_projector_on_a_large_model_is_a_planned_error() {
+    let train = vec![(); 100_000];
+    let model = Huge { params: 10_000_000 };
+    let trak = Trak::builder()
+        .projector(ProjectorKind::Identity)
+        .build()
+        .unwrap();
+    let err = trak.featurizer().featurize(0, &model, &train).unwrap_err();
+    assert_budget(err, 100_000 * 10_000_000 * 4);
+}
+
+#[test]
+fn an_explicit_memory_limit_is_honoured_and_named() {
+    let train = class_samples(200, 4, 3, 0);
+    let m = model();
+    let trak = Trak::builder()
+        .proj_dim(4096)
+        .memory_limit(1 << 20)
+        .build()
+        .unwrap();
+    match trak.featurizer().featurize(0, &m, &train).unwrap_err() {
+        Error::MemoryBudget { budget, needed, .. } => {
+            assert_eq!(budget, 1 << 20);
+            assert!(needed >= 200 * 4096 * 4);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(
+        Trak::builder().memory_limit(0).build(),
+        Err(Error::InvalidParameter {
+            parameter: "memory limit",
+            ..
+        })
+    ));
+}
+
+#[test]
+fn a_run_on_a_regular_file_is_not_a_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("not-a-run");
+    std::fs::write(&file, b"x").unwrap();
+    let trak = Trak::builder().proj_dim(8).build().unwrap();
+    let err = trak::store::Run::create(&file, &trak, 10, 4).unwrap_err();
+    assert!(
+        matches!(&err, Error::NotADirectory { path } if path == &file),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("not a directory"));
+    assert!(matches!(
+        trak::store::Run::open(&file),
+        Err(Error::NotADirectory { .. })
+    ));
 }

@@ -11,8 +11,7 @@ use ndarray::{Array2, ArrayView2, ArrayViewMut1, ArrayViewMut2};
 use trak::data::Sample;
 use trak::models::Mlp;
 use trak::output::Margin;
-use trak::progress::silent;
-use trak::store::{Run, ScoreOptions, ScoreReport, Shard};
+use trak::store::{FeaturizeOptions, MergeOptions, Run, ScoreOptions, ScoreReport, Shard};
 use trak::{Error, Model, Trak};
 
 fn bits2(v: ArrayView2<'_, f32>) -> Vec<u32> {
@@ -45,8 +44,13 @@ fn setup() -> Setup {
 
 fn featurize_all(run: &Run, s: &Setup, shard: Shard) {
     for (i, m) in s.models.iter().enumerate() {
-        run.featurize(i as u64, m, &s.train, shard, &mut silent())
-            .unwrap();
+        run.featurize(
+            i as u64,
+            m,
+            &s.train,
+            FeaturizeOptions::default().shard(shard),
+        )
+        .unwrap();
     }
 }
 
@@ -66,10 +70,7 @@ fn score_report(run: &Run, s: &Setup, name: &str, budget: usize) -> (Array2<f32>
             name,
             &ck,
             &s.targets,
-            ScoreOptions {
-                memory_budget: budget,
-            },
-            &mut silent(),
+            ScoreOptions::default().memory_budget(budget),
         )
         .unwrap();
     (run.load_scores(name).unwrap().into_inner(), rep)
@@ -82,7 +83,7 @@ fn store_round_trip_is_bit_exact() {
     let run = Run::create(dir.path(), &s.trak, s.train.len(), 512).unwrap();
     assert_eq!(run.num_blocks(), 3);
     featurize_all(&run, &s, Shard::ALL);
-    assert_eq!(run.merge(&mut silent()).unwrap(), vec![0, 1]);
+    assert_eq!(run.merge(MergeOptions::default()).unwrap(), vec![0, 1]);
 
     // Stored features and Q equal in-memory featurisation bit for bit.
     let mut mem = s.trak.featurizer();
@@ -151,7 +152,7 @@ impl Model for Crashing<'_> {
     }
     fn output_grads(&self, batch: &[Sample], grads: ArrayViewMut2<'_, f32>) -> trak::Result<()> {
         if self.calls.fetch_add(1, Ordering::SeqCst) >= self.fail_after {
-            return Err(Error::InvalidConfig("simulated crash".into()));
+            return Err(Error::Empty("simulated crash"));
         }
         self.inner.output_grads(batch, grads)
     }
@@ -170,7 +171,7 @@ fn resumed_sharded_and_budgeted_runs_give_bit_identical_scores() {
     // Uninterrupted, single process, generous budget.
     let single = Run::create(base.path().join("single"), &s.trak, 1100, 256).unwrap();
     featurize_all(&single, &s, Shard::ALL);
-    single.merge(&mut silent()).unwrap();
+    single.merge(MergeOptions::default()).unwrap();
     let reference = score(&single, &s, "t", 64 << 20);
 
     // Three shards on different thread counts and batch sizes.
@@ -192,7 +193,7 @@ fn resumed_sharded_and_budgeted_runs_give_bit_identical_scores() {
         });
     }
     let sharded = Run::open(&sharded_dir).unwrap();
-    sharded.merge(&mut silent()).unwrap();
+    sharded.merge(MergeOptions::default()).unwrap();
     // A budget that allows only a few blocks per pass (on one thread, so that the per-thread
     // buffers the plan counts are known).
     let pool = rayon::ThreadPoolBuilder::new()
@@ -215,7 +216,7 @@ fn resumed_sharded_and_budgeted_runs_give_bit_identical_scores() {
         fail_after: 9,
     };
     let err = resumed
-        .featurize(0, &crash, &s.train, Shard::ALL, &mut silent())
+        .featurize(0, &crash, &s.train, FeaturizeOptions::default())
         .unwrap_err();
     assert!(err.to_string().contains("simulated crash"));
     assert_eq!(resumed.blocks_done(0).unwrap(), vec![0, 1]);
@@ -225,28 +226,31 @@ fn resumed_sharded_and_budgeted_runs_give_bit_identical_scores() {
         fail_after: 5, // 1 call for the spot check of block 0, 4 for block 2
     };
     resumed
-        .featurize(0, &crash, &s.train, Shard::ALL, &mut silent())
+        .featurize(0, &crash, &s.train, FeaturizeOptions::default())
         .unwrap_err();
     assert_eq!(resumed.blocks_done(0).unwrap(), vec![0, 1, 2]);
     let mut reports = Vec::new();
     let rep = resumed
-        .featurize(0, &s.models[0], &s.train, Shard::ALL, &mut |p| {
-            reports.push(p.done)
-        })
+        .featurize(
+            0,
+            &s.models[0],
+            &s.train,
+            FeaturizeOptions::default().progress(&mut |p| reports.push(p.done)),
+        )
         .unwrap();
     assert_eq!((rep.computed, rep.skipped), (2, 3));
     assert_eq!(reports, vec![3, 4, 5]);
     let rep = resumed
-        .featurize(1, &s.models[1], &s.train, Shard::ALL, &mut silent())
+        .featurize(1, &s.models[1], &s.train, FeaturizeOptions::default())
         .unwrap();
     assert_eq!((rep.computed, rep.skipped), (5, 0));
-    resumed.merge(&mut silent()).unwrap();
+    resumed.merge(MergeOptions::default()).unwrap();
     let got = score(&resumed, &s, "t", 64 << 20);
     assert_eq!(bits2(got.view()), bits2(reference.view()));
     // Scoring again resumes (nothing left to do) and changes nothing.
     let ck = [(0u64, &s.models[0]), (1, &s.models[1])];
     let rep = resumed
-        .score("t", &ck, &s.targets, ScoreOptions::default(), &mut silent())
+        .score("t", &ck, &s.targets, ScoreOptions::default())
         .unwrap();
     assert_eq!((rep.computed, rep.skipped), (0, 5));
 }
@@ -267,8 +271,7 @@ fn mismatched_configuration_is_refused_with_what_differs() {
         0,
         &s.models[0],
         &s.train,
-        Shard::new(0, 2).unwrap(),
-        &mut silent(),
+        FeaturizeOptions::default().shard(Shard::new(0, 2).unwrap()),
     )
     .unwrap();
 
@@ -305,7 +308,7 @@ fn mismatched_configuration_is_refused_with_what_differs() {
 
     // Another model under the same checkpoint id.
     let what = mismatch_text(
-        run.featurize(0, &s.models[1], &s.train, Shard::ALL, &mut silent())
+        run.featurize(0, &s.models[1], &s.train, FeaturizeOptions::default())
             .unwrap_err(),
     );
     assert!(what.contains("checkpoint 0: model fingerprint"), "{what}");
@@ -314,7 +317,7 @@ fn mismatched_configuration_is_refused_with_what_differs() {
     let mut reordered = s.train.clone();
     reordered.swap(0, 5);
     let what = mismatch_text(
-        run.featurize(0, &s.models[0], &reordered, Shard::ALL, &mut silent())
+        run.featurize(0, &s.models[0], &reordered, FeaturizeOptions::default())
             .unwrap_err(),
     );
     assert!(
@@ -324,7 +327,12 @@ fn mismatched_configuration_is_refused_with_what_differs() {
 
     // Wrong size.
     assert!(matches!(
-        run.featurize(0, &s.models[0], &s.train[..1000], Shard::ALL, &mut silent()),
+        run.featurize(
+            0,
+            &s.models[0],
+            &s.train[..1000],
+            FeaturizeOptions::default()
+        ),
         Err(Error::TrainSizeMismatch {
             expected: 1100,
             got: 1000
@@ -332,7 +340,7 @@ fn mismatched_configuration_is_refused_with_what_differs() {
     ));
 
     // Merging with a shard missing names what is missing.
-    match run.merge(&mut silent()).unwrap_err() {
+    match run.merge(MergeOptions::default()).unwrap_err() {
         Error::Incomplete { what, .. } => assert!(
             what.contains("misses 2 of 3 blocks (blocks 1, 2)"),
             "{what}"
@@ -343,36 +351,23 @@ fn mismatched_configuration_is_refused_with_what_differs() {
         0,
         &s.models[0],
         &s.train,
-        Shard::new(1, 2).unwrap(),
-        &mut silent(),
+        FeaturizeOptions::default().shard(Shard::new(1, 2).unwrap()),
     )
     .unwrap();
-    run.merge(&mut silent()).unwrap();
+    run.merge(MergeOptions::default()).unwrap();
 
     // A target set re-scored with other targets.
     let ck = [(0u64, &s.models[0])];
-    run.score("t", &ck, &s.targets, ScoreOptions::default(), &mut silent())
+    run.score("t", &ck, &s.targets, ScoreOptions::default())
         .unwrap();
     let what = mismatch_text(
-        run.score(
-            "t",
-            &ck,
-            &s.targets[1..],
-            ScoreOptions::default(),
-            &mut silent(),
-        )
-        .unwrap_err(),
+        run.score("t", &ck, &s.targets[1..], ScoreOptions::default())
+            .unwrap_err(),
     );
     assert!(what.contains("targets: stored 7, requested 6"), "{what}");
     run.remove_targets("t").unwrap();
-    run.score(
-        "t",
-        &ck,
-        &s.targets[1..],
-        ScoreOptions::default(),
-        &mut silent(),
-    )
-    .unwrap();
+    run.score("t", &ck, &s.targets[1..], ScoreOptions::default())
+        .unwrap();
 
     // Too small a memory budget is an error, not an overrun.
     assert!(matches!(
@@ -380,22 +375,16 @@ fn mismatched_configuration_is_refused_with_what_differs() {
             "u",
             &ck,
             &s.targets,
-            ScoreOptions {
-                memory_budget: 1000
-            },
-            &mut silent()
+            ScoreOptions::default().memory_budget(1000)
         ),
         Err(Error::MemoryBudget { .. })
     ));
     assert!(matches!(
-        run.score(
-            "bad/name",
-            &ck,
-            &s.targets,
-            ScoreOptions::default(),
-            &mut silent()
-        ),
-        Err(Error::InvalidConfig(_))
+        run.score("bad/name", &ck, &s.targets, ScoreOptions::default()),
+        Err(Error::InvalidParameter {
+            parameter: "target-set name",
+            ..
+        })
     ));
 }
 
@@ -405,7 +394,7 @@ fn corrupted_or_truncated_files_are_named() {
     let dir = tempfile::tempdir().unwrap();
     let run = Run::create(dir.path(), &s.trak, 1100, 512).unwrap();
     featurize_all(&run, &s, Shard::ALL);
-    run.merge(&mut silent()).unwrap();
+    run.merge(MergeOptions::default()).unwrap();
     score(&run, &s, "t", 64 << 20);
     let files = run.files().unwrap();
     for (i, f) in files.iter().enumerate() {
@@ -433,7 +422,9 @@ fn corrupted_or_truncated_files_are_named() {
     bad[100] ^= 0x80;
     std::fs::write(&block, &bad).unwrap();
     assert!(matches!(run.load_features(1), Err(Error::Checksum { path }) if path == block));
-    assert!(matches!(run.merge(&mut silent()), Err(Error::Checksum { path }) if path == block));
+    assert!(
+        matches!(run.merge(MergeOptions::default()), Err(Error::Checksum { path }) if path == block)
+    );
 }
 
 /// A minimal, independent `.npy` parser (format 1.0/2.0, little-endian float32).
@@ -477,7 +468,7 @@ fn npy_exports_are_readable_by_an_independent_parser_and_import_back() {
     let dir = tempfile::tempdir().unwrap();
     let run = Run::create(dir.path().join("run"), &s.trak, 1100, 512).unwrap();
     featurize_all(&run, &s, Shard::ALL);
-    run.merge(&mut silent()).unwrap();
+    run.merge(MergeOptions::default()).unwrap();
     let scores = score(&run, &s, "t", 64 << 20);
     let (phi, q) = run.load_features(1).unwrap();
 
@@ -512,7 +503,7 @@ fn npy_exports_are_readable_by_an_independent_parser_and_import_back() {
     run.declare_checkpoint(9, s.models[1].num_params(), 96, 1234)
         .unwrap();
     run.import_npy(9, &fp, &qp).unwrap();
-    run.merge(&mut silent()).unwrap();
+    run.merge(MergeOptions::default()).unwrap();
     // Importing again resumes (nothing to do); overwriting a block is refused; a different
     // file is refused.
     run.import_npy(9, &fp, &qp).unwrap();

@@ -12,8 +12,7 @@ use proptest::prelude::*;
 use trak::Trak;
 use trak::models::Mlp;
 use trak::output::Margin;
-use trak::progress::silent;
-use trak::store::{self, Run, ScoreOptions, Shard};
+use trak::store::{self, FeaturizeOptions, MergeOptions, Run, ScoreOptions};
 
 /// Every file of a small scored run, read once: (name, bytes).
 fn real_files() -> &'static Vec<(String, Vec<u8>)> {
@@ -26,17 +25,11 @@ fn real_files() -> &'static Vec<(String, Vec<u8>)> {
         randomize(&mut m, 0.5, 3);
         let trak = Trak::builder().proj_dim(16).build().unwrap();
         let run = Run::create(dir.path(), &trak, 300, 128).unwrap();
-        run.featurize(0, &m, &train, Shard::ALL, &mut silent())
+        run.featurize(0, &m, &train, FeaturizeOptions::default())
             .unwrap();
-        run.merge(&mut silent()).unwrap();
-        run.score(
-            "t",
-            &[(0, &m)],
-            &targets,
-            ScoreOptions::default(),
-            &mut silent(),
-        )
-        .unwrap();
+        run.merge(MergeOptions::default()).unwrap();
+        run.score("t", &[(0, &m)], &targets, ScoreOptions::default())
+            .unwrap();
         run.files()
             .unwrap()
             .into_iter()

@@ -15,8 +15,7 @@ use rand_chacha::ChaCha8Rng;
 use trak::Trak;
 use trak::models::Mlp;
 use trak::output::Margin;
-use trak::progress::silent;
-use trak::store::{Run, ScoreOptions, Shard};
+use trak::store::{FeaturizeOptions, MergeOptions, Run, ScoreOptions};
 
 const CHILD_ENV: &str = "TRAK_KILL_TEST_CHILD_DIR";
 
@@ -34,11 +33,11 @@ fn work(dir: &Path) -> trak::Result<()> {
     let trak = Trak::builder().proj_dim(256).seed(1).build()?;
     let run = Run::create(dir, &trak, train.len(), 50)?;
     for (i, m) in models.iter().enumerate() {
-        run.featurize(i as u64, m, &train, Shard::ALL, &mut silent())?;
+        run.featurize(i as u64, m, &train, FeaturizeOptions::default())?;
     }
-    run.merge(&mut silent())?;
+    run.merge(MergeOptions::default())?;
     let ck = [(0u64, &models[0]), (1, &models[1])];
-    run.score("t", &ck, &targets, ScoreOptions::default(), &mut silent())?;
+    run.score("t", &ck, &targets, ScoreOptions::default())?;
     Ok(())
 }
 

@@ -6,11 +6,10 @@ use std::path::{Path, PathBuf};
 
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
-use trak::data::{Dataset, Sample};
+use trak::data::Sample;
 use trak::models::{Mlp, Sgd};
 use trak::output::Margin;
-use trak::progress::silent;
-use trak::store::{Run, ScoreOptions, Shard};
+use trak::store::{FeaturizeOptions, MergeOptions, Run, ScoreOptions, Shard};
 use trak::{Error, Result, Trak};
 
 /// Training set, targets and checkpoints of the problem.
@@ -40,7 +39,7 @@ pub fn config() -> Result<Trak> {
 /// MNIST: the first `n` of a fixed shuffle as training set, 16 held-out targets, `m`
 /// checkpoints (784-32-10 MLPs, 2 epochs from different seeds).
 pub fn build_problem(n: usize, m: u64) -> Result<Problem> {
-    let (train, test) = Dataset::mnist_5k()?.split(n, 0)?;
+    let (train, test) = trak_demo::mnist_5k()?.split(n, 0)?;
     let train = train.samples();
     let targets = test.samples()[..16].to_vec();
     let models = (0..m)
@@ -106,16 +105,20 @@ pub fn child(
     let p = load(problem)?;
     let run = Run::create(dir, &config()?, p.train.len(), block_rows)?;
     for (id, m) in p.models.iter().enumerate() {
-        run.featurize(id as u64, m, &p.train, shard, &mut silent())?;
+        run.featurize(
+            id as u64,
+            m,
+            &p.train,
+            FeaturizeOptions::default().shard(shard),
+        )?;
     }
     if finish {
-        run.merge(&mut silent())?;
+        run.merge(MergeOptions::default())?;
         run.score(
             "test",
             &p.checkpoints(),
             &p.targets,
             ScoreOptions::default(),
-            &mut silent(),
         )?;
     }
     Ok(())

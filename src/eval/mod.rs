@@ -6,9 +6,9 @@
 //!   Spearman correlation over subsets S_j between the predicted output Σ_{i∈S_j} τ_i and the
 //!   output of a model actually trained on S_j; averaged over targets.
 //! - [`grad_dot`], [`random_scores`]: baseline attributions on the same features.
-//! - [`benchmark`]: the full protocol on the vendored MNIST (used by `examples/lds.rs`).
-
-pub mod benchmark;
+//!
+//! The MNIST protocol that drives these (model zoo, retraining, caches) lives in the
+//! workspace's `trak-demo` crate, outside the library.
 
 use ndarray::{Array2, ArrayView2, Axis};
 use rand::seq::index::sample;
@@ -26,9 +26,11 @@ pub fn subset_masks(n: usize, alpha: f64, count: usize, seed: u64) -> Result<Arr
         return Err(Error::Empty("subset sampling (n or count is 0)"));
     }
     if !(alpha > 0.0 && alpha < 1.0) {
-        return Err(Error::InvalidConfig(format!(
-            "subset fraction α must be in (0, 1), got {alpha}"
-        )));
+        return Err(crate::error::invalid(
+            "subset fraction α",
+            alpha,
+            "0 < α < 1",
+        ));
     }
     let size = ((alpha * n as f64).round() as usize).clamp(1, n - 1);
     let mut masks = Array2::from_elem((count, n), false);
@@ -142,9 +144,7 @@ pub fn lds(
         .collect::<Result<Vec<_>>>()?;
     let defined: Vec<f64> = per_target.iter().flatten().copied().collect();
     if defined.is_empty() {
-        return Err(Error::InvalidConfig(
-            "LDS undefined: every target has constant predictions or outputs".into(),
-        ));
+        return Err(Error::LdsUndefined);
     }
     let mean = defined.iter().sum::<f64>() / defined.len() as f64;
     Ok(Lds { per_target, mean })

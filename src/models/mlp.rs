@@ -9,7 +9,7 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::data::{Sample, Target};
-use crate::error::{Error, Result, shape_err};
+use crate::error::{Error, Result, invalid, shape_err};
 use crate::model::{FactoredModel, LayerFactors, LinearLayer, Model};
 use crate::output::{Logistic, Margin, OutputFn, OutputValue, Regression};
 
@@ -72,14 +72,18 @@ impl<O: OutputFn> Mlp<O> {
     /// A network with layer widths `sizes = [d, h_1, …, c]`, initialised from `seed`.
     pub fn new(sizes: &[usize], output: O, seed: u64) -> Result<Self> {
         if sizes.len() < 2 {
-            return Err(Error::InvalidConfig(format!(
-                "an MLP needs at least input and output sizes, got {sizes:?}"
-            )));
+            return Err(invalid(
+                "MLP layer sizes",
+                format!("{sizes:?}"),
+                "at least an input and an output size",
+            ));
         }
         if sizes.contains(&0) {
-            return Err(Error::InvalidConfig(format!(
-                "layer sizes must be positive, got {sizes:?}"
-            )));
+            return Err(invalid(
+                "MLP layer sizes",
+                format!("{sizes:?}"),
+                "positive sizes",
+            ));
         }
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let n_layers = sizes.len() - 1;
@@ -128,7 +132,11 @@ impl<O: OutputFn> Mlp<O> {
                 return Err(shape_err("layer bias", layer.w.nrows(), layer.b.len()));
             }
             if layer.w.is_empty() {
-                return Err(Error::InvalidConfig(format!("layer {l} has no weights")));
+                return Err(shape_err(
+                    "layer weights",
+                    "a non-empty matrix",
+                    format!("layer {l}: 0 × 0"),
+                ));
             }
             if l > 0 && layer.w.ncols() != self.layers[l - 1].w.nrows() {
                 return Err(shape_err(

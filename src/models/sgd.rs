@@ -6,7 +6,7 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::data::Sample;
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, invalid};
 use crate::models::Mlp;
 use crate::output::OutputFn;
 
@@ -54,24 +54,18 @@ pub struct TrainReport {
 
 impl Sgd {
     fn check(&self) -> Result<()> {
-        let bad = |what: &str| Err(Error::InvalidConfig(format!("SGD {what}")));
         if !(self.lr.is_finite() && self.lr > 0.0) {
-            return bad(&format!("learning rate must be positive, got {}", self.lr));
+            return Err(invalid("SGD learning rate", self.lr, "a finite value > 0"));
         }
         if !(self.momentum.is_finite() && (0.0..1.0).contains(&self.momentum)) {
-            return bad(&format!(
-                "momentum must be in [0, 1), got {}",
-                self.momentum
-            ));
+            return Err(invalid("SGD momentum", self.momentum, "0 ≤ momentum < 1"));
         }
         if !(self.weight_decay.is_finite() && self.weight_decay >= 0.0) {
-            return bad(&format!(
-                "weight decay must be ≥ 0, got {}",
-                self.weight_decay
-            ));
+            let wd = self.weight_decay;
+            return Err(invalid("SGD weight decay", wd, "a finite value ≥ 0"));
         }
         if self.batch_size == 0 {
-            return bad("batch size must be positive");
+            return Err(invalid("SGD batch size", 0, "≥ 1"));
         }
         Ok(())
     }

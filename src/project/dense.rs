@@ -14,28 +14,29 @@
 //! So P is a pure function of (seed, checkpoint, p, k), independent of tiling and threads.
 //!
 //! # The computation
-//! Columns are split into blocks of [`COL_BLOCK`]; rayon runs one task per block. A task
-//! walks the p rows in tiles of [`ROW_TILE`]: it generates the tile once (packed in strips of
-//! [`NR`] columns) and applies it to every example of the batch with an `MR × NR`
+//! Columns are split into blocks of 256 (`COL_BLOCK`); rayon runs one task per block. A task
+//! walks the p rows in tiles of 256 (`ROW_TILE`): it generates the tile once (packed in strips of
+//! 16 (`NR`) columns) and applies it to every example of the batch with an `MR × NR`
 //! register-blocked kernel. Each output entry is accumulated over i = 0, 1, …, p−1 in order,
 //! one multiply-add at a time, whatever the batch size, row grouping or thread count: the
 //! features are bit-identical for any of them.
 
-use ndarray::{ArrayView2, ArrayViewMut2, s};
+use ndarray::{Array2, ArrayView2, ArrayViewMut2, s};
 use rayon::prelude::*;
 
 use super::philox::{philox4x32_10, philox4x32_10_lanes, splitmix64};
 use super::{Distribution, Projector, checked_batch};
-use crate::error::{Error, Result};
+
+use crate::error::{Result, invalid};
 
 /// Output columns handled by one parallel task (a multiple of 128 and of [`NR`]).
-pub const COL_BLOCK: usize = 256;
+pub(crate) const COL_BLOCK: usize = 256;
 /// Rows of P generated at once.
-pub const ROW_TILE: usize = 256;
+pub(crate) const ROW_TILE: usize = 256;
 /// Columns per register block of the kernel.
-pub const NR: usize = 16;
+pub(crate) const NR: usize = 16;
 /// Examples per register block of the kernel.
-pub const MR: usize = 4;
+pub(crate) const MR: usize = 4;
 
 /// A dense p × k random projection, never stored whole. See the [module docs](self).
 #[derive(Debug, Clone)]
@@ -76,23 +77,31 @@ pub(crate) type Portable = Fused;
 #[cfg(not(target_arch = "aarch64"))]
 pub(crate) type Portable = Unfused;
 
+/// The features a dense projection of dimension `k` would give, from features of a larger
+/// dimension k₀ = `features.ncols()` under the same seed: entry (i, j) of the k-dimensional
+/// matrix is entry (i, j) of the k₀-dimensional one rescaled from 1/√k₀ to 1/√k, so these are
+/// the first k columns times √(k₀/k). Equal to projecting at k up to f32 rounding; one
+/// projection at the largest k thus serves a sweep over k.
+pub fn prefix_features(features: ArrayView2<'_, f32>, k: usize) -> Result<Array2<f32>> {
+    let cur = features.ncols();
+    if k == 0 || k > cur {
+        return Err(invalid("prefix dimension", k, format!("1 ≤ k ≤ {cur}")));
+    }
+    let scale = ((cur as f64) / (k as f64)).sqrt() as f32;
+    Ok(features.slice(s![.., ..k]).mapv(|v| v * scale))
+}
+
 impl DenseProjector {
     /// A projector from R^p to R^k with entries of `dist`, keyed by `seed`.
     pub fn new(p: usize, k: usize, dist: Distribution, seed: u64) -> Result<Self> {
         if p == 0 {
-            return Err(Error::InvalidConfig(
-                "projector input dimension p must be positive".into(),
-            ));
+            return Err(invalid("projector input dimension p", 0, "p ≥ 1"));
         }
         if k == 0 {
-            return Err(Error::InvalidConfig(
-                "projection dimension k must be positive".into(),
-            ));
+            return Err(invalid("projection dimension k", 0, "k ≥ 1"));
         }
         if k.div_ceil(4) > u32::MAX as usize {
-            return Err(Error::InvalidConfig(format!(
-                "projection dimension k = {k} is too large"
-            )));
+            return Err(invalid("projection dimension k", k, "k ≤ 4·(2³² − 1)"));
         }
         Ok(Self {
             p,

@@ -55,7 +55,7 @@ use serde::{Deserialize, Serialize};
 use super::dense::{Arith, Portable};
 use super::philox::splitmix64;
 use super::{DenseProjector, Distribution};
-use crate::error::{Error, Result, shape_err};
+use crate::error::{Error, Result, invalid, shape_err};
 use crate::model::{LayerFactors, LinearLayer};
 
 /// Examples per parallel task (any value gives the same features).
@@ -94,20 +94,17 @@ impl FactoredProjector {
     /// Plans the projection of `layers` onto (at most) `k` features, keyed by `seed`.
     pub fn new(layers: &[LinearLayer], k: usize, seed: u64) -> Result<Self> {
         if layers.is_empty() {
-            return Err(Error::InvalidConfig(
-                "factored projection: the model has no linear layers".into(),
-            ));
+            return Err(Error::Empty("linear layers of the factored model"));
         }
         if let Some(l) = layers.iter().position(|l| l.out_dim == 0 || l.in_dim == 0) {
-            return Err(Error::InvalidConfig(format!(
-                "factored projection: layer {l} has a zero dimension ({:?})",
-                layers[l]
-            )));
+            return Err(invalid(
+                "factored layer shape",
+                format!("layer {l}: {:?}", layers[l]),
+                "non-zero input and output dimensions",
+            ));
         }
         if k == 0 {
-            return Err(Error::InvalidConfig(
-                "projection dimension k must be positive".into(),
-            ));
+            return Err(invalid("projection dimension k", 0, "k ≥ 1"));
         }
         let shares = shares(layers, k);
         let mut plan = Vec::with_capacity(layers.len());
@@ -291,9 +288,7 @@ impl FactoredMatrices {
         }
         for (p, f) in self.plan.iter().zip(factors) {
             if f.positions == 0 {
-                return Err(Error::InvalidConfig(
-                    "layer factors: positions per example must be ≥ 1".into(),
-                ));
+                return Err(invalid("layer factor positions per example", 0, "≥ 1"));
             }
             let rows = b * f.positions;
             if f.acts.dim() != (rows, p.layer.in_dim) {

@@ -30,7 +30,7 @@ pub use sparse::SparseProjector;
 use ndarray::{ArrayView2, ArrayViewMut2};
 use serde::{Deserialize, Serialize};
 
-use crate::error::{Error, Result, shape_err};
+use crate::error::{Error, Result, invalid, shape_err};
 
 /// Distribution of the entries of a dense projection matrix (before the 1/√k scaling).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -101,11 +101,11 @@ pub fn build(kind: ProjectorKind, p: usize, k: usize, seed: u64) -> Result<Box<d
         ProjectorKind::Identity => Box::new(IdentityProjector::new(p)?),
         ProjectorKind::Sparse { s } => Box::new(SparseProjector::new(p, k, s, seed)?),
         ProjectorKind::Factored => {
-            return Err(Error::InvalidConfig(
-                "the factored projector works on layer factors, not flat gradients: \
-                 use FactoredProjector"
-                    .into(),
-            ));
+            return Err(Error::UnsupportedProjector {
+                projector: kind,
+                operation: "projecting flat gradients (it works on layer factors: use \
+                            FactoredProjector)",
+            });
         }
     })
 }
@@ -151,9 +151,7 @@ impl IdentityProjector {
     /// Identity on R^p.
     pub fn new(p: usize) -> Result<Self> {
         if p == 0 {
-            return Err(Error::InvalidConfig(
-                "projector input dimension must be positive".into(),
-            ));
+            return Err(invalid("projector input dimension p", 0, "p ≥ 1"));
         }
         Ok(Self { p })
     }

@@ -30,7 +30,7 @@ use rayon::prelude::*;
 
 use super::philox::splitmix64;
 use super::{Projector, checked_batch};
-use crate::error::{Error, Result};
+use crate::error::{Result, invalid};
 
 /// Input coordinates per parallel task. Part of the definition of the floating-point sums
 /// (partial sums are formed per chunk), so it is a constant, not a tuning knob.
@@ -60,25 +60,20 @@ impl SparseProjector {
     /// s ≤ [`MAX_NNZ`]; s ∈ {1, 2, 4, 8} are the usual choices), keyed by `seed`.
     pub fn new(p: usize, k: usize, s: usize, seed: u64) -> Result<Self> {
         if p == 0 {
-            return Err(Error::InvalidConfig(
-                "projector input dimension p must be positive".into(),
-            ));
+            return Err(invalid("projector input dimension p", 0, "p ≥ 1"));
         }
         if k == 0 {
-            return Err(Error::InvalidConfig(
-                "projection dimension k must be positive".into(),
-            ));
+            return Err(invalid("projection dimension k", 0, "k ≥ 1"));
         }
         if s == 0 || s > k || s > MAX_NNZ {
-            return Err(Error::InvalidConfig(format!(
-                "sparse projection: non-zeros per coordinate s must be in 1..={}, got {s}",
-                k.min(MAX_NNZ)
-            )));
+            return Err(invalid(
+                "sparse non-zeros per coordinate s",
+                s,
+                format!("1 ≤ s ≤ {}", k.min(MAX_NNZ)),
+            ));
         }
         if k > u32::MAX as usize {
-            return Err(Error::InvalidConfig(format!(
-                "projection dimension k = {k} is too large"
-            )));
+            return Err(invalid("projection dimension k", k, "k ≤ 2³² − 1"));
         }
         Ok(Self {
             p,

@@ -13,7 +13,8 @@ use std::path::Path;
 use ndarray::{Array1, Array2};
 use ndarray_npy::{ReadNpyError, ReadNpyExt};
 
-use super::format::{corrupt, io_err, sync_dir, temp_path};
+use super::format::corrupt;
+use super::fsio::{io_err, sync_dir, temp_path};
 use crate::error::{Error, Result};
 
 fn npy_err(path: &Path, e: ReadNpyError) -> Error {
@@ -129,9 +130,12 @@ pub(crate) fn write_f32_streaming(
             let mut sink = |vals: &[f32]| -> Result<()> {
                 written += vals.len();
                 if written > expected {
-                    return Err(Error::InvalidConfig(format!(
-                        "npy export wrote more than the {expected} values of its shape"
-                    )));
+                    return Err(corrupt(
+                        path,
+                        format!(
+                            "the run holds more than the {expected} values of the export's shape"
+                        ),
+                    ));
                 }
                 for v in vals {
                     w.write_all(&v.to_ne_bytes()).map_err(|e| io_err(&tmp, e))?;
@@ -142,9 +146,10 @@ pub(crate) fn write_f32_streaming(
             w.flush().map_err(|e| io_err(&tmp, e))?;
         }
         if written != expected {
-            return Err(Error::InvalidConfig(format!(
-                "npy export wrote {written} values, its shape needs {expected}"
-            )));
+            return Err(corrupt(
+                path,
+                format!("the run holds {written} values, the export's shape needs {expected}"),
+            ));
         }
         file.sync_all().map_err(|e| io_err(&tmp, e))?;
         Ok(())

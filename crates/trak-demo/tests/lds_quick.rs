@@ -2,7 +2,8 @@
 //! regression: TRAK beats gradient similarity, which beats random scores, and every TRAK LDS
 //! is finite and in [0, 1].
 
-use trak::eval::benchmark::{self, BenchConfig, Family};
+use trak_demo::family::Family;
+use trak_demo::protocol::{self, BenchConfig};
 
 #[test]
 fn quick_lds_on_logistic_regression() {
@@ -10,7 +11,7 @@ fn quick_lds_on_logistic_regression() {
     cfg.families = vec![Family::LogReg];
     cfg.cache_dir = None;
     cfg.verbose = false;
-    let out = benchmark::run(&cfg).unwrap();
+    let out = protocol::run(&cfg).unwrap();
     let get = |method: &str, m: usize| {
         out.rows
             .iter()

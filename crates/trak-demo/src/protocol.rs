@@ -1,0 +1,417 @@
+//! The LDS protocol on MNIST-5k, for the built-in model families.
+//!
+//! 1. Split: the 5,000 digits are shuffled with the benchmark seed; the first `n_train` are the
+//!    training set, the next `n_targets` of the rest are the targets (never trained on).
+//! 2. Ground truth ([`crate::truth`]): `subsets` random α-subsets S_j of the training set; a
+//!    model of the family is trained on each (seed 1,000,000 + j) and its margin on every
+//!    target recorded (J × m), cached on disk.
+//! 3. Checkpoints: `checkpoints` models trained on the full training set (seeds 0, 1, …).
+//! 4. Features: every checkpoint featurised once at the largest k; smaller k use
+//!    [`TrainFeatures::prefix`] (the first k columns of the same projection, rescaled).
+//! 5. Methods, for each k and each M: TRAK (ensemble of the first M checkpoints) under each
+//!    ridge rule, gradient dot product and cosine (averaged over the same M checkpoints), and
+//!    random scores. LDS = mean over targets of the Spearman correlation over subsets.
+
+use std::path::PathBuf;
+
+use ndarray::{Array2, ArrayView2};
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+use trak::data::{Dataset, Sample};
+use trak::eval::{grad_dot, lds, random_scores};
+use trak::models::Mlp;
+use trak::output::Margin;
+use trak::project::dense::prefix_features;
+use trak::{Error, ProjectorKind, Result, Ridge, Scores, TrainFeatures, Trak};
+
+use crate::family::Family;
+use crate::truth::{GroundTruth, ground_truth};
+
+/// Settings of a benchmark run.
+#[derive(Debug, Clone)]
+pub struct BenchConfig {
+    /// Model families to evaluate.
+    pub families: Vec<Family>,
+    /// Training set size (from the 5,000 digits).
+    pub n_train: usize,
+    /// Number of targets (from the held-out digits).
+    pub n_targets: usize,
+    /// Number J of subset models per family.
+    pub subsets: usize,
+    /// Subset fraction α.
+    pub alpha: f64,
+    /// Ensemble sizes M to report (the largest is the number of checkpoints trained).
+    pub ensembles: Vec<usize>,
+    /// Projection dimensions k to report.
+    pub proj_dims: Vec<usize>,
+    /// Ridge rules for TRAK (one row per rule).
+    pub ridges: Vec<Ridge>,
+    /// Other projectors evaluated next to the dense one (rows `trak-sparse`,
+    /// `trak-factored`; see [`method_name`]), at every k and M, under the first ridge rule.
+    pub extra_projectors: Vec<ProjectorKind>,
+    /// Where to cache subset-model margins (`None`: no cache).
+    pub cache_dir: Option<PathBuf>,
+    /// Seed of the split, the subsets and the projections.
+    pub seed: u64,
+    /// Print progress to stderr.
+    pub verbose: bool,
+}
+
+impl BenchConfig {
+    /// The default protocol: both families, 4,000 train / 200 targets, J = 300 subsets at
+    /// α = 0.5, M ∈ {1, 5, 10}, k ∈ {512, 2048, 4096}, the default ridge, the dense
+    /// projection and, as extra rows, the default sparse and the factored projections.
+    pub fn full() -> Self {
+        Self {
+            families: vec![Family::LogReg, Family::Mlp],
+            n_train: 4000,
+            n_targets: 200,
+            subsets: 300,
+            alpha: 0.5,
+            ensembles: vec![1, 5, 10],
+            proj_dims: vec![512, 2048, 4096],
+            ridges: vec![Ridge::default()],
+            extra_projectors: vec![ProjectorKind::SPARSE, ProjectorKind::Factored],
+            cache_dir: Some(PathBuf::from("target/lds-cache")),
+            seed: 0,
+            verbose: true,
+        }
+    }
+
+    /// Prints `msg` to stderr when verbose.
+    pub fn log(&self, msg: impl AsRef<str>) {
+        if self.verbose {
+            eprintln!("[eval] {}", msg.as_ref());
+        }
+    }
+
+    /// A fast version of the same code path: J = 48 subsets, 40 targets, M ∈ {1, 3},
+    /// k ∈ {512}; a couple of minutes at most on 2 cores.
+    pub fn quick() -> Self {
+        Self {
+            subsets: 48,
+            n_targets: 40,
+            ensembles: vec![1, 3],
+            proj_dims: vec![512],
+            ..Self::full()
+        }
+    }
+}
+
+/// The method name of TRAK under a projector kind: `trak` (dense Rademacher), `trak-gaussian`,
+/// `trak-sparse` (s = 1, the default) or `trak-sparse-s<s>`, `trak-factored`, `trak-identity`.
+pub fn method_name(kind: ProjectorKind) -> String {
+    match kind {
+        ProjectorKind::Rademacher => "trak".into(),
+        ProjectorKind::Gaussian => "trak-gaussian".into(),
+        ProjectorKind::Identity => "trak-identity".into(),
+        ProjectorKind::Factored => "trak-factored".into(),
+        k @ ProjectorKind::Sparse { s } => {
+            if k == ProjectorKind::SPARSE {
+                "trak-sparse".into()
+            } else {
+                format!("trak-sparse-s{s}")
+            }
+        }
+    }
+}
+
+/// One LDS measurement.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LdsRow {
+    /// Model family.
+    pub family: Family,
+    /// `trak`, `trak-sparse`, `trak-factored` (see [`method_name`]), `grad-dot`, `grad-cos`
+    /// or `random`.
+    pub method: String,
+    /// Projection dimension.
+    pub k: usize,
+    /// Ensemble size.
+    pub m: usize,
+    /// The ridge rule (TRAK rows only).
+    pub ridge: Option<Ridge>,
+    /// Mean LDS over targets; `None` when TRAK could not be computed (singular kernel with
+    /// λ = 0).
+    pub value: Option<f64>,
+}
+
+impl LdsRow {
+    /// The machine-readable line `LDS family=… method=… k=… M=… value=…`.
+    pub fn line(&self) -> String {
+        let v = self.value.map_or("nan".to_string(), |v| format!("{v:.4}"));
+        format!(
+            "LDS family={} method={} k={} M={} value={v}",
+            self.family.name(),
+            self.method,
+            self.k,
+            self.m
+        )
+    }
+}
+
+/// TRAK scores of one family kept for inspection (pictures): the configuration with the
+/// largest M, k = 2048 (or the largest k below it) and the first ridge rule.
+pub struct Snapshot {
+    /// Model family.
+    pub family: Family,
+    /// Projection dimension.
+    pub k: usize,
+    /// Ensemble size.
+    pub m: usize,
+    /// n_train × n_targets scores.
+    pub scores: Scores,
+    /// The ground truth they were evaluated against.
+    pub truth: GroundTruth,
+}
+
+/// What [`run`] measured.
+pub struct BenchOutput {
+    /// One row per (family, method, k, M, ridge).
+    pub rows: Vec<LdsRow>,
+    /// One snapshot per family (absent if its TRAK kernel was singular).
+    pub snapshots: Vec<Snapshot>,
+}
+
+/// The benchmark's split: (training samples, target samples, training set, target set).
+pub fn split(cfg: &BenchConfig) -> Result<(Vec<Sample>, Vec<Sample>, Dataset, Dataset)> {
+    let (train, targets) = crate::mnist_split(cfg.n_train, cfg.n_targets, cfg.seed)?;
+    Ok((train.samples(), targets.samples(), train, targets))
+}
+
+/// Runs the protocol.
+pub fn run(cfg: &BenchConfig) -> Result<BenchOutput> {
+    if cfg.proj_dims.is_empty() {
+        return Err(Error::Empty("proj_dims"));
+    }
+    if cfg.ensembles.is_empty() {
+        return Err(Error::Empty("ensembles"));
+    }
+    if cfg.ridges.is_empty() {
+        return Err(Error::Empty("ridges"));
+    }
+    let (train, targets, _, _) = split(cfg)?;
+    let mut out = BenchOutput {
+        rows: Vec::new(),
+        snapshots: Vec::new(),
+    };
+    for &family in &cfg.families {
+        let fam = Fam::new(cfg, family, &train, &targets)?;
+        out.rows.extend(fam.dense_rows()?);
+        for &kind in &cfg.extra_projectors {
+            out.rows.extend(fam.projector_rows(kind)?);
+        }
+        out.snapshots.extend(fam.snapshot.into_inner());
+    }
+    Ok(out)
+}
+
+/// One family's protocol: its ground truth, checkpoints and dense features.
+struct Fam<'a> {
+    cfg: &'a BenchConfig,
+    family: Family,
+    train: &'a [Sample],
+    targets: &'a [Sample],
+    truth: GroundTruth,
+    models: Vec<Mlp<Margin>>,
+    snapshot: std::cell::RefCell<Option<Snapshot>>,
+}
+
+impl<'a> Fam<'a> {
+    fn new(
+        cfg: &'a BenchConfig,
+        family: Family,
+        train: &'a [Sample],
+        targets: &'a [Sample],
+    ) -> Result<Self> {
+        let truth = ground_truth(cfg, family, train, targets)?;
+        let m_max = *cfg.ensembles.iter().max().expect("checked non-empty");
+        cfg.log(format!("{}: training {m_max} checkpoints", family.name()));
+        let models = (0..m_max as u64)
+            .into_par_iter()
+            .map(|seed| family.train(train, seed))
+            .collect::<Result<_>>()?;
+        let snapshot = Default::default();
+        Ok(Self {
+            cfg,
+            family,
+            train,
+            targets,
+            truth,
+            models,
+            snapshot,
+        })
+    }
+
+    fn lds(&self, scores: &Scores) -> Result<f64> {
+        let t = &self.truth;
+        Ok(lds(t.masks.view(), scores.values(), t.margins.view())?.mean)
+    }
+
+    fn row(
+        &self,
+        method: &str,
+        k: usize,
+        m: usize,
+        ridge: Option<Ridge>,
+        value: Option<f64>,
+    ) -> LdsRow {
+        let (family, method) = (self.family, method.to_string());
+        LdsRow {
+            family,
+            method,
+            k,
+            m,
+            ridge,
+            value,
+        }
+    }
+
+    /// Training features of every checkpoint and target features, under `trak`.
+    fn featurize(&self, trak: &Trak) -> Result<(TrainFeatures, Vec<Array2<f32>>)> {
+        let mut feats = trak.featurizer();
+        let mut psis = Vec::new();
+        for (id, m) in self.models.iter().enumerate() {
+            feats.featurize(id as u64, m, self.train)?;
+            psis.push(trak.features(id as u64, m, self.targets)?);
+        }
+        Ok((feats, psis))
+    }
+
+    /// The dense TRAK rows (every k, ridge and M) and the baselines on the same features.
+    fn dense_rows(&self) -> Result<Vec<LdsRow>> {
+        let cfg = self.cfg;
+        let k_max = *cfg.proj_dims.iter().max().expect("checked non-empty");
+        cfg.log(format!(
+            "{}: featurising at k = {k_max}",
+            self.family.name()
+        ));
+        let trak = Trak::builder().proj_dim(k_max).seed(cfg.seed).build()?;
+        let (feats, psis) = self.featurize(&trak)?;
+        let mut rows = Vec::new();
+        for &k in &cfg.proj_dims {
+            let fk = if k == k_max {
+                feats.clone()
+            } else {
+                feats.prefix(k)?
+            };
+            let psi_k = psis
+                .iter()
+                .map(|p| {
+                    if k == k_max {
+                        Ok(p.clone())
+                    } else {
+                        prefix_features(p.view(), k)
+                    }
+                })
+                .collect::<Result<Vec<_>>>()?;
+            for (ri, &ridge) in cfg.ridges.iter().enumerate() {
+                rows.extend(self.trak_rows(&fk, &psi_k, k, ridge, ri == 0)?);
+            }
+            rows.extend(self.baseline_rows(&fk, &psi_k, k)?);
+        }
+        Ok(rows)
+    }
+
+    /// TRAK at dimension `k` under one ridge rule, for every M; keeps the snapshot.
+    fn trak_rows(
+        &self,
+        fk: &TrainFeatures,
+        psi_k: &[Array2<f32>],
+        k: usize,
+        ridge: Ridge,
+        first_ridge: bool,
+    ) -> Result<Vec<LdsRow>> {
+        let cfg = self.cfg;
+        cfg.log(format!("{}: k = {k}, {ridge:?}", self.family.name()));
+        let index = match fk.with_ridge(ridge)?.finalize() {
+            Ok(i) => Some(i),
+            Err(Error::NotPositiveDefinite { .. }) => None,
+            Err(e) => return Err(e),
+        };
+        let k_snap = cfg.proj_dims.iter().copied().filter(|&k| k <= 2048).max();
+        let k_snap = k_snap.unwrap_or(*cfg.proj_dims.iter().max().expect("non-empty"));
+        let m_max = *cfg.ensembles.iter().max().expect("checked non-empty");
+        let mut rows = Vec::new();
+        for &m in &cfg.ensembles {
+            let Some(index) = &index else {
+                rows.push(self.row("trak", k, m, Some(ridge), None));
+                continue;
+            };
+            let t: Vec<(u64, ArrayView2<'_, f32>)> =
+                (0..m).map(|i| (i as u64, psi_k[i].view())).collect();
+            let scores = index.score_features(&t)?;
+            let v = self.lds(&scores)?;
+            if k == k_snap && m == m_max && first_ridge {
+                let truth = GroundTruth {
+                    masks: self.truth.masks.clone(),
+                    margins: self.truth.margins.clone(),
+                };
+                let family = self.family;
+                *self.snapshot.borrow_mut() = Some(Snapshot {
+                    family,
+                    k,
+                    m,
+                    scores,
+                    truth,
+                });
+            }
+            rows.push(self.row("trak", k, m, Some(ridge), Some(v)));
+        }
+        Ok(rows)
+    }
+
+    /// grad-dot, grad-cos and random at dimension `k`, for every M.
+    fn baseline_rows(
+        &self,
+        fk: &TrainFeatures,
+        psi_k: &[Array2<f32>],
+        k: usize,
+    ) -> Result<Vec<LdsRow>> {
+        let mut rows = Vec::new();
+        for &m in &self.cfg.ensembles {
+            let phis: Vec<ArrayView2<'_, f32>> = (0..m)
+                .map(|i| fk.features(i as u64).expect("featurised"))
+                .collect();
+            let ps: Vec<ArrayView2<'_, f32>> = psi_k[..m].iter().map(|p| p.view()).collect();
+            for (method, cosine) in [("grad-dot", false), ("grad-cos", true)] {
+                let v = self.lds(&grad_dot(&phis, &ps, cosine)?)?;
+                rows.push(self.row(method, k, m, None, Some(v)));
+            }
+            let seed = self.cfg.seed ^ ((k as u64) << 32) ^ m as u64;
+            let random = random_scores(self.train.len(), self.targets.len(), seed);
+            rows.push(self.row("random", k, m, None, Some(self.lds(&random)?)));
+        }
+        Ok(rows)
+    }
+
+    /// TRAK under another projector, at every k and M, with the first ridge rule.
+    fn projector_rows(&self, kind: ProjectorKind) -> Result<Vec<LdsRow>> {
+        let cfg = self.cfg;
+        let method = method_name(kind);
+        let mut rows = Vec::new();
+        for &k in &cfg.proj_dims {
+            let t0 = std::time::Instant::now();
+            let trak = Trak::builder()
+                .proj_dim(k)
+                .projector(kind)
+                .seed(cfg.seed)
+                .ridge(cfg.ridges[0])
+                .build()?;
+            let (feats, psis) = self.featurize(&trak)?;
+            cfg.log(format!(
+                "{}: {method} k = {k} (features: {}), featurised in {:.1} s",
+                self.family.name(),
+                psis[0].ncols(),
+                t0.elapsed().as_secs_f64()
+            ));
+            let index = feats.finalize()?;
+            for &m in &cfg.ensembles {
+                let t: Vec<(u64, ArrayView2<'_, f32>)> =
+                    (0..m).map(|i| (i as u64, psis[i].view())).collect();
+                let v = self.lds(&index.score_features(&t)?)?;
+                rows.push(self.row(&method, k, m, Some(cfg.ridges[0]), Some(v)));
+            }
+        }
+        Ok(rows)
+    }
+}

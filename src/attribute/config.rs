@@ -1,0 +1,142 @@
+//! Attribution settings and their validating builder.
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Result, invalid};
+use crate::kernel::Ridge;
+use crate::project::{self, ProjectorKind};
+
+/// Attribution settings. Build with [`Trak::builder`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Trak {
+    pub(super) proj_dim: usize,
+    pub(super) projector: ProjectorKind,
+    pub(super) seed: u64,
+    pub(super) ridge: Ridge,
+    pub(super) batch_size: usize,
+    pub(super) memory_limit: Option<usize>,
+}
+
+/// Builder for [`Trak`]. Defaults: k = 2048, Rademacher projection, seed 0,
+/// [`Ridge::default`] (λ = 2·tr(ΦᵀΦ)/n), batch size 64, memory limit = the machine's memory.
+#[derive(Debug, Clone)]
+pub struct TrakBuilder {
+    cfg: Trak,
+}
+
+impl Default for TrakBuilder {
+    fn default() -> Self {
+        Self {
+            cfg: Trak {
+                proj_dim: 2048,
+                projector: ProjectorKind::default(),
+                seed: 0,
+                ridge: Ridge::default(),
+                batch_size: 64,
+                memory_limit: None,
+            },
+        }
+    }
+}
+
+impl TrakBuilder {
+    /// Projection dimension k (ignored by [`ProjectorKind::Identity`], where k = p).
+    pub fn proj_dim(mut self, k: usize) -> Self {
+        self.cfg.proj_dim = k;
+        self
+    }
+    /// Projector kind.
+    pub fn projector(mut self, kind: ProjectorKind) -> Self {
+        self.cfg.projector = kind;
+        self
+    }
+    /// Seed of the random projection (the matrix of checkpoint c is keyed by (seed, c)).
+    pub fn seed(mut self, seed: u64) -> Self {
+        self.cfg.seed = seed;
+        self
+    }
+    /// Ridge λ (default [`crate::kernel::DEFAULT_RIDGE`]).
+    pub fn ridge(mut self, ridge: Ridge) -> Self {
+        self.cfg.ridge = ridge;
+        self
+    }
+    /// Examples per model call and projection batch. Larger batches amortise the generation
+    /// of the projection matrix; memory is batch × p floats. Results do not depend on it.
+    pub fn batch_size(mut self, b: usize) -> Self {
+        self.cfg.batch_size = b;
+        self
+    }
+    /// The most bytes one in-memory call (featurising a checkpoint, finalising, scoring) may
+    /// plan to allocate; a call that would need more fails with
+    /// [`crate::Error::MemoryBudget`] saying how much it needs, before allocating anything.
+    /// Default: the machine's memory (RAM + swap, read from `/proc/meminfo` on Linux;
+    /// elsewhere only the allocator's refusal, [`crate::Error::OutOfMemory`], stops a call).
+    pub fn memory_limit(mut self, bytes: usize) -> Self {
+        self.cfg.memory_limit = Some(bytes);
+        self
+    }
+    /// Validates and returns the configuration.
+    pub fn build(self) -> Result<Trak> {
+        let c = &self.cfg;
+        if c.proj_dim == 0 && c.projector != ProjectorKind::Identity {
+            return Err(invalid("projection dimension k", 0, "k ≥ 1"));
+        }
+        if c.batch_size == 0 {
+            return Err(invalid("batch size", 0, "≥ 1"));
+        }
+        if c.memory_limit == Some(0) {
+            return Err(invalid("memory limit", 0, "≥ 1 byte"));
+        }
+        c.ridge.validate()?;
+        if let ProjectorKind::Sparse { s } = c.projector {
+            project::SparseProjector::new(1, c.proj_dim, s, c.seed)?;
+        }
+        Ok(self.cfg)
+    }
+}
+
+impl Trak {
+    /// A builder with the defaults.
+    pub fn builder() -> TrakBuilder {
+        TrakBuilder::default()
+    }
+
+    /// Projection dimension k as configured.
+    pub fn proj_dim(&self) -> usize {
+        self.proj_dim
+    }
+
+    /// Projector kind.
+    pub fn projector(&self) -> ProjectorKind {
+        self.projector
+    }
+
+    /// Projection seed.
+    pub fn seed(&self) -> u64 {
+        self.seed
+    }
+
+    /// Ridge rule.
+    pub fn ridge(&self) -> Ridge {
+        self.ridge
+    }
+
+    /// Featurisation batch size.
+    pub fn batch_size(&self) -> usize {
+        self.batch_size
+    }
+
+    /// The memory limit of in-memory calls, if one was set (see [`TrakBuilder::memory_limit`]).
+    pub fn memory_limit(&self) -> Option<usize> {
+        self.memory_limit
+    }
+
+    /// The same configuration with another ridge rule.
+    pub fn with_ridge(&self, ridge: Ridge) -> Result<Trak> {
+        ridge.validate()?;
+        Ok(Trak {
+            ridge,
+            ..self.clone()
+        })
+    }
+}

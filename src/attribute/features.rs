@@ -1,0 +1,225 @@
+//! Per-checkpoint training features before finalisation: [`TrainFeatures`].
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, OnceLock};
+
+use ndarray::{Array1, Array2, ArrayView1, ArrayView2};
+
+use super::Trak;
+use super::featurize::ExampleSlice;
+use super::index::{IndexedCkpt, TrakIndex};
+use super::memory::{self, bytes};
+use crate::error::{Error, Result};
+use crate::kernel::scoring::factor_with_ridge;
+use crate::kernel::{Ridge, gram};
+use crate::model::Model;
+use crate::progress::{Progress, Stage, Unit};
+use crate::project::{ProjectorKind, dense};
+
+/// Training features of one checkpoint. Shared (`Arc`) between a [`TrainFeatures`], its
+/// re-configured copies and the indices finalised from them; the Gram matrix is computed once.
+#[derive(Debug, Clone)]
+pub(super) struct CkptFeatures {
+    pub(super) phi: Arc<Array2<f32>>,
+    pub(super) q: Arc<Array1<f32>>,
+    /// Parameter count of the model that was featurised.
+    pub(super) p: usize,
+    gram: Arc<OnceLock<Array2<f64>>>,
+}
+
+impl CkptFeatures {
+    fn new(phi: Array2<f32>, q: Arc<Array1<f32>>, p: usize) -> Self {
+        Self {
+            phi: Arc::new(phi),
+            q,
+            p,
+            gram: Arc::new(OnceLock::new()),
+        }
+    }
+
+    fn gram(&self) -> &Array2<f64> {
+        self.gram.get_or_init(|| gram(self.phi.view()))
+    }
+}
+
+/// One checkpoint read back from a [`crate::store::Run`].
+pub(crate) struct StoredCheckpoint {
+    pub(crate) id: u64,
+    pub(crate) phi: Array2<f32>,
+    pub(crate) q: Array1<f32>,
+    pub(crate) params: usize,
+    pub(crate) gram: Array2<f64>,
+}
+
+/// Per-checkpoint training features Φ_m (n × k) and Q_m (n), before finalisation.
+///
+/// Cloning is cheap: features are shared, not copied.
+#[derive(Debug, Clone)]
+pub struct TrainFeatures {
+    cfg: Trak,
+    n: Option<usize>,
+    ckpts: BTreeMap<u64, CkptFeatures>,
+}
+
+impl Trak {
+    /// An empty collection of per-checkpoint training features.
+    pub fn featurizer(&self) -> TrainFeatures {
+        TrainFeatures {
+            cfg: self.clone(),
+            n: None,
+            ckpts: BTreeMap::new(),
+        }
+    }
+}
+
+impl TrainFeatures {
+    /// Featurises the training set under `model`, the checkpoint with id `checkpoint`: every
+    /// example's output gradient is projected with the checkpoint's matrix, and its Q recorded.
+    /// All checkpoints must see the same training set (same size, same order).
+    pub fn featurize<M: Model>(
+        &mut self,
+        checkpoint: u64,
+        model: &M,
+        train: &[M::Example],
+    ) -> Result<()> {
+        self.featurize_with_progress(checkpoint, model, train, &mut |_| {})
+    }
+
+    /// [`TrainFeatures::featurize`], reporting the number of examples done after each batch.
+    pub fn featurize_with_progress<M: Model>(
+        &mut self,
+        checkpoint: u64,
+        model: &M,
+        train: &[M::Example],
+        progress: &mut dyn FnMut(Progress),
+    ) -> Result<()> {
+        if train.is_empty() {
+            return Err(Error::Empty("training set"));
+        }
+        if let Some(n) = self.n.filter(|&n| n != train.len()) {
+            return Err(Error::TrainSizeMismatch {
+                expected: n,
+                got: train.len(),
+            });
+        }
+        if self.ckpts.contains_key(&checkpoint) {
+            return Err(Error::DuplicateCheckpoint(checkpoint));
+        }
+        let total = train.len();
+        let mut report = |done| {
+            progress(Progress {
+                stage: Stage::Featurize { checkpoint },
+                done,
+                total,
+                unit: Unit::Examples,
+            })
+        };
+        let slice = ExampleSlice::training(train, 0);
+        let (phi, q) = self
+            .cfg
+            .project_set(checkpoint, model, slice, &mut report)?;
+        self.n = Some(train.len());
+        let f = CkptFeatures::new(phi, Arc::new(q), model.num_params());
+        self.ckpts.insert(checkpoint, f);
+        Ok(())
+    }
+
+    /// Features assembled from stored parts (id, Φ, Q, parameter count, Gram matrix ΦᵀΦ).
+    pub(crate) fn from_parts(cfg: Trak, n: usize, parts: Vec<StoredCheckpoint>) -> Self {
+        let ckpts = parts
+            .into_iter()
+            .map(|c| {
+                let f = CkptFeatures::new(c.phi, Arc::new(c.q), c.params);
+                f.gram.set(c.gram).expect("fresh cell");
+                (c.id, f)
+            })
+            .collect();
+        Self {
+            cfg,
+            n: Some(n),
+            ckpts,
+        }
+    }
+
+    /// The configuration these features were computed with.
+    pub fn config(&self) -> &Trak {
+        &self.cfg
+    }
+
+    /// Ids of the checkpoints featurised so far, ascending.
+    pub fn checkpoints(&self) -> Vec<u64> {
+        self.ckpts.keys().copied().collect()
+    }
+
+    /// Φ of a checkpoint (n × k), if featurised.
+    pub fn features(&self, checkpoint: u64) -> Option<ArrayView2<'_, f32>> {
+        self.ckpts.get(&checkpoint).map(|c| c.phi.view())
+    }
+
+    /// Q of a checkpoint (length n), if featurised.
+    pub fn q(&self, checkpoint: u64) -> Option<ArrayView1<'_, f32>> {
+        self.ckpts.get(&checkpoint).map(|c| c.q.view())
+    }
+
+    /// The same features with another ridge rule for [`TrainFeatures::finalize`] (shares Φ
+    /// and the cached Gram matrices: a ridge sweep pays for each Gram matrix once).
+    pub fn with_ridge(&self, ridge: Ridge) -> Result<Self> {
+        let mut out = self.clone();
+        out.cfg = self.cfg.with_ridge(ridge)?;
+        Ok(out)
+    }
+
+    /// The features a dense projection of dimension `k` (≤ the current one) would give
+    /// ([`dense::prefix_features`]: the first k columns, rescaled). Equal to featurising at k
+    /// up to f32 rounding, so one featurisation at the largest k serves a sweep over k.
+    pub fn prefix(&self, k: usize) -> Result<Self> {
+        if !matches!(
+            self.cfg.projector,
+            ProjectorKind::Rademacher | ProjectorKind::Gaussian
+        ) {
+            return Err(Error::UnsupportedProjector {
+                projector: self.cfg.projector,
+                operation: "prefix(k) (it needs a dense random projection)",
+            });
+        }
+        let mut ckpts = BTreeMap::new();
+        for (&id, c) in &self.ckpts {
+            let phi = dense::prefix_features(c.phi.view(), k)?;
+            ckpts.insert(id, CkptFeatures::new(phi, c.q.clone(), c.p));
+        }
+        let mut cfg = self.cfg.clone();
+        cfg.proj_dim = k;
+        Ok(Self {
+            cfg,
+            n: self.n,
+            ckpts,
+        })
+    }
+
+    /// Computes each checkpoint's Gram matrix (cached), ridge and Cholesky factor.
+    pub fn finalize(&self) -> Result<TrakIndex> {
+        let Some(n) = self.n.filter(|_| !self.ckpts.is_empty()) else {
+            return Err(Error::Empty(
+                "featurised checkpoints (call featurize first)",
+            ));
+        };
+        let mut ckpts = BTreeMap::new();
+        for (&id, c) in &self.ckpts {
+            let k = c.phi.ncols();
+            let fresh = if c.gram.get().is_some() { 0 } else { 1 };
+            memory::check(
+                self.cfg.memory_limit,
+                &[
+                    ("features widened to f64", fresh * bytes(n, bytes(k, 8))),
+                    ("Gram matrix", fresh * bytes(k, bytes(k, 8))),
+                    ("Cholesky factor", bytes(k, bytes(k, 8))),
+                ],
+                "lower k",
+            )?;
+            let factor = factor_with_ridge(c.gram().view(), self.cfg.ridge, n, id)?;
+            let feats = c.clone();
+            ckpts.insert(id, IndexedCkpt { feats, factor });
+        }
+        Ok(TrakIndex::new(self.cfg.clone(), n, ckpts))
+    }
+}

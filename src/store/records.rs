@@ -1,0 +1,349 @@
+//! The records of a run (one type per kind of file), their decoders, and the checks shared by
+//! every reader: [`inspect`], header-against-place, name and finiteness checks.
+
+use std::path::Path;
+
+use ndarray::{Array2, ArrayView2, s};
+use serde::{Deserialize, Serialize};
+
+use super::format::{self, FileKind, PayloadReader, PayloadWriter, corrupt, open_payload};
+use super::fsio::read_bytes;
+use crate::error::{Result, invalid};
+use crate::kernel::Ridge;
+use crate::project::ProjectorKind;
+
+/// The run's identity: everything that determines the stored training features.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(super) struct RunMeta {
+    pub(super) projector: ProjectorKind,
+    pub(super) proj_dim: usize,
+    pub(super) seed: u64,
+    pub(super) n: usize,
+    pub(super) block_rows: usize,
+}
+
+/// How a checkpoint's model was identified.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Fingerprint {
+    /// [`crate::Model::fingerprint`] (a hash of the parameters).
+    Params(u64),
+    /// xxh3-64 of the output gradient and Q at the first training example (models without
+    /// [`crate::Model::fingerprint`]).
+    GradientProbe(u64),
+    /// Given by the caller of [`Run::declare_checkpoint`](super::Run::declare_checkpoint) (imported features).
+    Declared(u64),
+}
+
+/// What is recorded about one checkpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckpointInfo {
+    /// Checkpoint id.
+    pub checkpoint: u64,
+    /// Parameter count p of the model.
+    pub params: usize,
+    /// Feature dimension (k, or the factored projector's total, or p for the identity).
+    pub dim: usize,
+    /// The model's fingerprint.
+    pub fingerprint: Fingerprint,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub(super) struct BlockHeader {
+    pub(super) checkpoint: u64,
+    pub(super) block: usize,
+    pub(super) start: usize,
+    pub(super) rows: usize,
+    pub(super) dim: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub(super) struct MergedHeader {
+    pub(super) checkpoint: u64,
+    pub(super) n: usize,
+    pub(super) dim: usize,
+    pub(super) blocks: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(super) struct TargetMeta {
+    pub(super) name: String,
+    pub(super) m: usize,
+    pub(super) checkpoints: Vec<u64>,
+    pub(super) dims: Vec<usize>,
+    pub(super) ridge: Ridge,
+    pub(super) lambdas: Vec<f64>,
+    pub(super) targets_hash: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub(super) struct TargetFeaturesHeader {
+    pub(super) checkpoint: u64,
+    pub(super) m: usize,
+    pub(super) dim: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub(super) struct ScoreHeader {
+    pub(super) block: usize,
+    pub(super) start: usize,
+    pub(super) rows: usize,
+    pub(super) m: usize,
+}
+
+/// Reusable buffers for a decoded feature block: Φ rows and Q.
+#[derive(Default)]
+pub(super) struct FeatureBuf {
+    pub(super) phi: Vec<f32>,
+    pub(super) q: Vec<f32>,
+}
+
+impl FeatureBuf {
+    pub(super) fn phi(&self, dim: usize) -> ArrayView2<'_, f32> {
+        ArrayView2::from_shape((self.q.len(), dim), &self.phi).expect("checked shape")
+    }
+}
+
+pub(super) fn packed_len(k: usize) -> usize {
+    k * (k + 1) / 2
+}
+
+pub(super) fn pack_upper(g: &Array2<f64>) -> Vec<f64> {
+    let k = g.nrows();
+    let mut out = Vec::with_capacity(packed_len(k));
+    for i in 0..k {
+        out.extend(g.slice(s![i, i..]).iter().copied());
+    }
+    out
+}
+
+pub(super) fn unpack_upper(packed: &[f64], k: usize) -> Array2<f64> {
+    let mut g = Array2::zeros((k, k));
+    let mut at = 0;
+    for i in 0..k {
+        for j in i..k {
+            g[(i, j)] = packed[at];
+            g[(j, i)] = packed[at];
+            at += 1;
+        }
+    }
+    g
+}
+
+/// Reads and fully decodes one store file.
+pub(super) fn read_with<T>(
+    path: &Path,
+    kind: FileKind,
+    f: impl FnOnce(&mut PayloadReader<'_>) -> Result<T>,
+) -> Result<T> {
+    let bytes = read_bytes(path)?;
+    let mut r = open_payload(path, &bytes, kind)?;
+    let v = f(&mut r)?;
+    r.finish()?;
+    Ok(v)
+}
+
+pub(super) fn read_meta<T: serde::de::DeserializeOwned>(path: &Path, kind: FileKind) -> Result<T> {
+    read_with(path, kind, |r| r.meta("metadata"))
+}
+
+pub(super) fn meta_file<T: Serialize>(kind: FileKind, value: &T) -> Vec<u8> {
+    let mut w = PayloadWriter::default();
+    w.meta(value);
+    w.finish(kind)
+}
+
+/// Decodes a header, then the row-major f32 matrix whose shape the header gives.
+pub(super) fn decode_rows<H: serde::de::DeserializeOwned>(
+    path: &Path,
+    r: &mut PayloadReader<'_>,
+    what: &str,
+    shape: impl Fn(&H) -> (usize, usize),
+) -> Result<(H, Array2<f32>)> {
+    let h: H = r.meta("header")?;
+    let (rows, cols) = shape(&h);
+    let count = rows
+        .checked_mul(cols)
+        .ok_or_else(|| corrupt(path, format!("{what}: shape overflows")))?;
+    let v = r.f32s(count, what)?;
+    let a = Array2::from_shape_vec((rows, cols), v).map_err(|e| corrupt(path, e.to_string()))?;
+    Ok((h, a))
+}
+
+/// Decodes a header, then the packed upper triangle of a symmetric f64 matrix of the
+/// dimension the header gives.
+pub(super) fn decode_packed<H: serde::de::DeserializeOwned>(
+    path: &Path,
+    r: &mut PayloadReader<'_>,
+    what: &str,
+    dim: impl Fn(&H) -> usize,
+    out: &mut Vec<f64>,
+) -> Result<H> {
+    let h: H = r.meta("header")?;
+    let k = dim(&h);
+    let len = k
+        .checked_add(1)
+        .and_then(|d| d.checked_mul(k))
+        .map(|v| v / 2)
+        .ok_or_else(|| corrupt(path, format!("{what}: shape overflows")))?;
+    r.f64s_into(len, what, out)?;
+    Ok(h)
+}
+
+/// Decodes a feature block (header, Φ rows, Q) into `buf`.
+pub(super) fn decode_feature_block(
+    path: &Path,
+    r: &mut PayloadReader<'_>,
+    buf: &mut FeatureBuf,
+) -> Result<BlockHeader> {
+    let h: BlockHeader = r.meta("block header")?;
+    let count = h
+        .rows
+        .checked_mul(h.dim)
+        .ok_or_else(|| corrupt(path, "features: shape overflows"))?;
+    r.f32s_into(count, "features", &mut buf.phi)?;
+    r.f32s_into(h.rows, "Q", &mut buf.q)?;
+    Ok(h)
+}
+
+pub(super) fn decode_gram_block(
+    path: &Path,
+    r: &mut PayloadReader<'_>,
+    out: &mut Vec<f64>,
+) -> Result<BlockHeader> {
+    decode_packed(path, r, "Gram partial", |h: &BlockHeader| h.dim, out)
+}
+
+pub(super) fn decode_merged(
+    path: &Path,
+    r: &mut PayloadReader<'_>,
+    out: &mut Vec<f64>,
+) -> Result<MergedHeader> {
+    decode_packed(path, r, "Gram matrix", |h: &MergedHeader| h.dim, out)
+}
+
+pub(super) fn decode_target_features(
+    path: &Path,
+    r: &mut PayloadReader<'_>,
+) -> Result<(TargetFeaturesHeader, Array2<f32>)> {
+    decode_rows(path, r, "target features", |h: &TargetFeaturesHeader| {
+        (h.m, h.dim)
+    })
+}
+
+pub(super) fn decode_scores(
+    path: &Path,
+    r: &mut PayloadReader<'_>,
+) -> Result<(ScoreHeader, Array2<f32>)> {
+    decode_rows(path, r, "scores", |h: &ScoreHeader| (h.rows, h.m))
+}
+
+/// Summary of one store file, from [`inspect`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileSummary {
+    /// What the file holds ("feature block", "score block", …).
+    pub kind: &'static str,
+    /// Payload bytes.
+    pub payload_bytes: usize,
+}
+
+/// Checks and fully decodes the bytes of any store file (`path` only names it in errors):
+/// checksum, magic, version, kind, and the payload of that kind. Never panics, whatever the
+/// bytes; used by [`Run::verify`](super::Run::verify) and by the fuzz tests.
+pub fn inspect(path: &Path, bytes: &[u8]) -> Result<FileSummary> {
+    // The checksum is checked first, whatever the kind field says.
+    let kind = FileKind::of_bytes(bytes).unwrap_or(FileKind::RunMeta);
+    let mut r = open_payload(path, bytes, kind)?;
+    let payload_bytes = bytes.len().saturating_sub(32);
+    match kind {
+        FileKind::RunMeta => {
+            r.meta::<RunMeta>("metadata")?;
+        }
+        FileKind::CheckpointMeta => {
+            r.meta::<CheckpointInfo>("metadata")?;
+        }
+        FileKind::FeatureBlock => {
+            decode_feature_block(path, &mut r, &mut FeatureBuf::default())?;
+        }
+        FileKind::GramBlock => {
+            decode_gram_block(path, &mut r, &mut Vec::new())?;
+        }
+        FileKind::Merged => {
+            decode_merged(path, &mut r, &mut Vec::new())?;
+        }
+        FileKind::TargetMeta => {
+            r.meta::<TargetMeta>("metadata")?;
+        }
+        FileKind::TargetFeatures => {
+            decode_target_features(path, &mut r)?;
+        }
+        FileKind::ScoreBlock => {
+            decode_scores(path, &mut r)?;
+        }
+    }
+    r.finish()?;
+    Ok(FileSummary {
+        kind: kind.name(),
+        payload_bytes,
+    })
+}
+
+/// Wraps `payload` in a valid envelope of kind code `kind` (for fuzz tests of the payload
+/// decoders behind the checksum).
+#[doc(hidden)]
+pub fn seal_for_tests(kind: u32, payload: &[u8]) -> Vec<u8> {
+    format::seal_raw(kind, payload)
+}
+
+/// Differences between a stored record and a request, written "what: stored X, requested Y".
+#[derive(Default)]
+pub(super) struct Diffs(pub(super) Vec<String>);
+
+impl Diffs {
+    pub(super) fn check<T: PartialEq + std::fmt::Debug>(
+        &mut self,
+        what: &str,
+        stored: &T,
+        now: &T,
+    ) {
+        if stored != now {
+            self.0
+                .push(format!("{what}: stored {stored:?}, requested {now:?}"));
+        }
+    }
+}
+
+/// A decoded header must say what the reader expects at this place in the run (a file
+/// renamed or copied to the wrong place is caught here).
+pub(super) fn expect_header<H: PartialEq + std::fmt::Debug>(
+    path: &Path,
+    got: &H,
+    want: &H,
+) -> Result<()> {
+    if got != want {
+        return Err(corrupt(
+            path,
+            format!("header {got:?} does not match its place in the run ({want:?})"),
+        ));
+    }
+    Ok(())
+}
+
+pub(super) fn check_name(name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+    if !ok {
+        return Err(invalid(
+            "target-set name",
+            format!("{name:?}"),
+            "1–64 characters of [A-Za-z0-9_-]",
+        ));
+    }
+    Ok(())
+}
+
+pub(super) fn first_nonfinite(v: impl IntoIterator<Item = f32>) -> Option<usize> {
+    v.into_iter().position(|x| !x.is_finite())
+}
