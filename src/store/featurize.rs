@@ -235,3 +235,47 @@ fn gradient_probe<M: Model>(model: &M, example: &M::Example, params: usize) -> R
     }
     Ok(h.digest())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shards_cover_every_block_exactly_once_in_order() {
+        for blocks in [0, 1, 2, 7, 40, 1001] {
+            for count in 1..=9 {
+                let mut next = 0;
+                for index in 0..count {
+                    let r = Shard::new(index, count).unwrap().blocks(blocks);
+                    assert_eq!(r.start, next, "B={blocks} shard {index}/{count}");
+                    // balanced: sizes differ by at most one
+                    assert!(r.len() <= blocks / count + 1 && r.len() >= blocks / count);
+                    next = r.end;
+                }
+                assert_eq!(next, blocks);
+            }
+        }
+        assert_eq!(Shard::ALL.blocks(5), 0..5);
+        assert_eq!(Shard::default(), Shard::ALL);
+    }
+
+    #[test]
+    fn shard_arithmetic_does_not_overflow() {
+        let r = Shard::new(2, 3).unwrap().blocks(usize::MAX);
+        assert_eq!(r.end, usize::MAX);
+        assert!(r.start > usize::MAX / 3 * 2 - 2);
+    }
+
+    #[test]
+    fn invalid_shards_are_refused() {
+        for (index, count) in [(0, 0), (3, 3), (5, 2)] {
+            assert!(matches!(
+                Shard::new(index, count),
+                Err(Error::InvalidParameter {
+                    parameter: "shard",
+                    ..
+                })
+            ));
+        }
+    }
+}
