@@ -144,7 +144,8 @@ impl TrakIndex {
         for (id, psi) in targets {
             self.add_checkpoint(*id, psi.view(), &mut acc, &mut qsum)?;
         }
-        let values: Vec<f32> = combine(acc.view(), &qsum, targets.len()).collect();
+        let acc = acc.as_slice().expect("a fresh array is in standard layout");
+        let values: Vec<f32> = combine(acc, &qsum, targets.len()).collect();
         let values = Array2::from_shape_vec((self.n, m), values).expect("n × m scores");
         Ok(Scores::new(values))
     }

@@ -97,17 +97,21 @@ pub(crate) fn accumulate(
 }
 
 /// The final scores of the accumulated rows, row-major: τ_ij = (acc_ij / M) · (qsum_i / M)
-/// rounded to f32, for M = `count` checkpoints.
+/// rounded to f32, for M = `count` checkpoints. `acc` holds the rows one after another, one
+/// value per target (`qsum.len()` rows).
 pub(crate) fn combine<'a>(
-    acc: ArrayView2<'a, f64>,
+    acc: &'a [f64],
     qsum: &'a [f64],
     count: usize,
 ) -> impl Iterator<Item = f32> + 'a {
     let count = count as f64;
-    let cols = acc.ncols();
-    qsum.iter().enumerate().flat_map(move |(i, &qi)| {
-        (0..cols).map(move |j| ((acc[(i, j)] / count) * (qi / count)) as f32)
-    })
+    let cols = acc.len() / qsum.len().max(1);
+    acc.chunks_exact(cols.max(1))
+        .zip(qsum)
+        .flat_map(move |(row, &qi)| {
+            row.iter()
+                .map(move |&v| ((v / count) * (qi / count)) as f32)
+        })
 }
 
 /// Adds Φ Y (n × m) to `acc`, for Φ of shape n × k and Y of shape k × m. `acc` must be in

@@ -323,7 +323,6 @@ impl Run {
             rows: r.len(),
             m,
         };
-        let acc = ArrayView2::from_shape((r.len(), m), acc).expect("sized buffer");
         let mut w = PayloadWriter::with_capacity(acc.len() * 4 + 64);
         w.meta(&header).f32s(combine(acc, qsum, count));
         write_atomic(&self.score_path(name, b), &w.finish(FileKind::ScoreBlock))
