@@ -137,11 +137,13 @@ impl Run {
         mut opts: ScoreOptions<'_>,
     ) -> Result<ScoreReport> {
         check_name(name)?;
-        let m = check_targets(targets, |id| Ok(self.checkpoint_info(id)?.dim))?;
+        // Each checkpoint record is read once; the checks then use the records.
         let infos = targets
             .iter()
             .map(|(id, _)| self.checkpoint_info(*id))
             .collect::<Result<Vec<_>>>()?;
+        let dim_of = |id| infos.iter().find(|i| i.checkpoint == id).map(|i| i.dim);
+        let m = check_targets(targets, |id| dim_of(id).ok_or(Error::UnknownCheckpoint(id)))?;
         let dims: Vec<usize> = infos.iter().map(|i| i.dim).collect();
         let rows = self.meta.block_rows.min(self.meta.n);
         let plan = ScorePlan::new(&dims, m, rows, self.num_blocks(), opts.memory_budget)?;
