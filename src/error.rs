@@ -304,6 +304,98 @@ pub enum Error {
         /// The path.
         path: PathBuf,
     },
+
+    /// A deep-learning framework that a model adapter drives (candle, through the
+    /// `trak-candle` crate) reported an error. The framework's own error is the source.
+    #[error("{framework} error while {context}: {source}")]
+    Framework {
+        /// The framework, e.g. "candle".
+        framework: &'static str,
+        /// What the adapter was doing (e.g. "forward pass of the discovery batch").
+        context: String,
+        /// The framework's error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+
+    /// A model adapter was asked to attribute a layer it cannot attribute correctly (shared
+    /// weights, a batch-dependent layer, a parameter type it does not handle).
+    #[error("layer {layer} cannot be attributed: {reason}")]
+    Unattributable {
+        /// The layer's name, as the network names it.
+        layer: String,
+        /// Why.
+        reason: Unattributable,
+    },
+}
+
+/// Why a model adapter refuses a layer (see [`Error::Unattributable`]).
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum Unattributable {
+    /// The layer's weight is also used elsewhere in the forward pass (tied or shared weights,
+    /// or the same layer applied twice): per-layer factors would count it twice.
+    SharedWeights {
+        /// The other use: a layer name, or the same name for a repeated call.
+        with: String,
+    },
+    /// The layer's output depends on the other examples of the batch (BatchNorm in training
+    /// mode): per-example gradients from a batched pass would be wrong.
+    BatchDependent,
+    /// A parameter or activation has a floating-point type the adapter does not compute in;
+    /// upcast the checkpoint to f32 when loading it.
+    DType {
+        /// The type found, e.g. "bf16".
+        found: String,
+    },
+    /// A layer configuration the factored view does not support (e.g. grouped or dilated
+    /// convolutions).
+    Configuration {
+        /// The unsupported setting, written out.
+        what: String,
+    },
+    /// The framework's backward pass disagrees with central finite differences of the model
+    /// output with respect to this layer's output: an op between this layer and the output
+    /// has a wrong gradient, so every per-example gradient through it would be wrong.
+    GradientCheck {
+        /// The directional derivative the backward pass gives.
+        backward: f64,
+        /// The same derivative by central finite differences.
+        finite_difference: f64,
+    },
+}
+
+impl std::fmt::Display for Unattributable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Unattributable::SharedWeights { with } => {
+                write!(
+                    f,
+                    "its weight is shared with {with} (tied weights are not supported)"
+                )
+            }
+            Unattributable::BatchDependent => f.write_str(
+                "its output depends on the rest of the batch (e.g. BatchNorm in training mode); \
+                 use the layer in evaluation mode",
+            ),
+            Unattributable::DType { found } => {
+                write!(
+                    f,
+                    "it computes in {found}, not f32; upcast the checkpoint to f32"
+                )
+            }
+            Unattributable::Configuration { what } => write!(f, "unsupported {what}"),
+            Unattributable::GradientCheck {
+                backward,
+                finite_difference,
+            } => write!(
+                f,
+                "the backward pass disagrees with finite differences at its output \
+                 (directional derivative {backward:.6e} by backward, {finite_difference:.6e} \
+                 by finite differences): an op after this layer has a wrong gradient"
+            ),
+        }
+    }
 }
 
 /// Shorthand for building an [`Error::InvalidParameter`].

@@ -87,7 +87,7 @@ pub mod project;
 pub mod store;
 
 pub use attribute::{Scores, TrainFeatures, Trak, TrakBuilder, TrakIndex};
-pub use error::{Error, ExampleSet, Result};
+pub use error::{Error, ExampleSet, Result, Unattributable};
 pub use kernel::Ridge;
 pub use model::{FactoredModel, Model};
 pub use progress::Progress;

@@ -3,8 +3,9 @@
 use std::path::{Path, PathBuf};
 
 use image::{Rgb, RgbImage};
+use ndarray::ArrayView1;
 use trak::data::Dataset;
-use trak::{Error, Result};
+use trak::{Error, Result, Scores};
 
 use crate::protocol::{self, BenchConfig, BenchOutput, Snapshot};
 
@@ -93,51 +94,84 @@ pub fn scatter(snap: &Snapshot) -> RgbImage {
     img
 }
 
+/// Pixel scale of a drawn digit.
+const SCALE: u32 = 3;
+/// Side of one cell (a framed digit).
+const CELL: u32 = 28 * SCALE + 8;
+const BLUE: Rgb<u8> = Rgb([40, 90, 220]);
+const GREEN: Rgb<u8> = Rgb([40, 170, 60]);
+const RED: Rgb<u8> = Rgb([210, 40, 40]);
+
+/// Draws a 28 × 28 digit with a coloured frame into cell (`cx`, `cy`).
+fn draw_digit(img: &mut RgbImage, cx: u32, cy: u32, pixels: ArrayView1<'_, f32>, frame: Rgb<u8>) {
+    let (x0, y0) = (cx * CELL, cy * CELL);
+    for x in 1..CELL - 1 {
+        for y in [1, 2, CELL - 3, CELL - 2] {
+            img.put_pixel(x0 + x, y0 + y, frame);
+            img.put_pixel(x0 + y, y0 + x, frame);
+        }
+    }
+    for (i, &v) in pixels.iter().enumerate() {
+        let g = 255 - (v.clamp(0.0, 1.0) * 255.0) as u8;
+        let (r, c) = (i as u32 / 28, i as u32 % 28);
+        for dy in 0..SCALE {
+            for dx in 0..SCALE {
+                let (x, y) = (x0 + 4 + c * SCALE + dx, y0 + 4 + r * SCALE + dy);
+                img.put_pixel(x, y, Rgb([g, g, g]));
+            }
+        }
+    }
+}
+
+/// Frame of a training digit: green when it shares the target's label, red otherwise.
+fn label_frame(train: &Dataset, i: usize, targets: &Dataset, t: usize) -> Rgb<u8> {
+    if train.labels()[i] == targets.labels()[t] {
+        GREEN
+    } else {
+        RED
+    }
+}
+
 /// One row per target (targets 0–5): the target digit (blue frame), then its 8 highest-scoring
 /// training digits, framed green when they share the target's label and red otherwise.
 pub fn top8(snap: &Snapshot, train: &Dataset, targets: &Dataset) -> RgbImage {
-    const S: u32 = 3; // pixel scale
-    const CELL: u32 = 28 * S + 8;
     let rows = 6.min(snap.scores.n_targets()) as u32;
     let mut img = RgbImage::from_pixel(10 * CELL, rows * CELL, Rgb([255, 255, 255]));
-    let draw = |img: &mut RgbImage,
-                cx: u32,
-                cy: u32,
-                pixels: ndarray::ArrayView1<'_, f32>,
-                frame: Rgb<u8>| {
-        let (x0, y0) = (cx * CELL, cy * CELL);
-        for x in 1..CELL - 1 {
-            for y in [1, 2, CELL - 3, CELL - 2] {
-                img.put_pixel(x0 + x, y0 + y, frame);
-                img.put_pixel(x0 + y, y0 + x, frame);
-            }
-        }
-        for (i, &v) in pixels.iter().enumerate() {
-            let g = 255 - (v.clamp(0.0, 1.0) * 255.0) as u8;
-            let (r, c) = (i as u32 / 28, i as u32 % 28);
-            for dy in 0..S {
-                for dx in 0..S {
-                    img.put_pixel(x0 + 4 + c * S + dx, y0 + 4 + r * S + dy, Rgb([g, g, g]));
-                }
-            }
-        }
-    };
     for (t, top) in snap.scores.top_k(8).iter().take(rows as usize).enumerate() {
-        draw(
-            &mut img,
-            0,
-            t as u32,
-            targets.x().row(t),
-            Rgb([40, 90, 220]),
-        );
+        draw_digit(&mut img, 0, t as u32, targets.x().row(t), BLUE);
         for (slot, &(i, _)) in top.iter().enumerate() {
-            let same = train.labels()[i] == targets.labels()[t];
-            let frame = if same {
-                Rgb([40, 170, 60])
-            } else {
-                Rgb([210, 40, 40])
-            };
-            draw(&mut img, slot as u32 + 2, t as u32, train.x().row(i), frame);
+            let frame = label_frame(train, i, targets, t);
+            draw_digit(&mut img, slot as u32 + 2, t as u32, train.x().row(i), frame);
+        }
+    }
+    img
+}
+
+/// One row per target (the first `rows`): the target digit (blue frame), its `per_side`
+/// strongest proponents (highest scores), a gap, then its `per_side` strongest opponents
+/// (lowest scores); frames as in [`top8`].
+pub fn proponents_opponents(
+    scores: &Scores,
+    train: &Dataset,
+    targets: &Dataset,
+    rows: usize,
+    per_side: usize,
+) -> RgbImage {
+    let rows = rows.min(scores.n_targets());
+    let cols = 2 * per_side as u32 + 3;
+    let mut img = RgbImage::from_pixel(cols * CELL, rows as u32 * CELL, Rgb([255, 255, 255]));
+    let values = scores.values();
+    for t in 0..rows {
+        draw_digit(&mut img, 0, t as u32, targets.x().row(t), BLUE);
+        let col = values.column(t);
+        let mut order: Vec<usize> = (0..col.len()).collect();
+        order.sort_by(|&a, &b| col[b].total_cmp(&col[a]).then(a.cmp(&b)));
+        let pro = order[..per_side].iter();
+        let con = order[order.len() - per_side..].iter().rev();
+        let slots = (2..).zip(pro).chain((per_side as u32 + 3..).zip(con));
+        for (slot, &i) in slots {
+            let frame = label_frame(train, i, targets, t);
+            draw_digit(&mut img, slot, t as u32, train.x().row(i), frame);
         }
     }
     img

@@ -38,41 +38,66 @@ pub fn ground_truth(
     train: &[Sample],
     targets: &[Sample],
 ) -> Result<GroundTruth> {
+    let settings = format!("sizes={:?} sgd={:?}", family.sizes(), family.sgd(0));
+    ground_truth_with(
+        cfg,
+        family.name(),
+        &settings,
+        train,
+        targets,
+        |subset, seed| {
+            let model = family.train(subset, seed)?;
+            Ok(model.outputs(targets)?.iter().map(|v| v.f).collect())
+        },
+    )
+}
+
+/// The ground truth of any model family: `margins_of(subset, seed)` trains a model on
+/// `subset` with seed 1,000,000 + j and returns its margins on the targets. `name` and
+/// `settings` (architecture, optimiser, epochs: everything the margins depend on besides the
+/// protocol's own settings) go into the cache key. Subset models are trained in parallel.
+pub fn ground_truth_with<F>(
+    cfg: &BenchConfig,
+    name: &str,
+    settings: &str,
+    train: &[Sample],
+    targets: &[Sample],
+    margins_of: F,
+) -> Result<GroundTruth>
+where
+    F: Fn(&[Sample], u64) -> Result<Vec<f32>> + Sync,
+{
     let masks = subset_masks(train.len(), cfg.alpha, cfg.subsets, cfg.seed ^ 0x5u64)?;
     let key = format!(
-        "v1 family={} sizes={:?} sgd={:?} n_train={} n_targets={} J={} alpha={} seed={} data=mnist_5k",
-        family.name(),
-        family.sizes(),
-        family.sgd(0),
+        "v1 family={name} {settings} n_train={} n_targets={} J={} alpha={} seed={} data=mnist_5k",
         train.len(),
         targets.len(),
         cfg.subsets,
         cfg.alpha,
         cfg.seed
     );
-    let path = cfg.cache_dir.as_ref().map(|d| cache_path(d, family, &key));
-    if let Some(margins) = path.as_deref().and_then(|p| load(cfg, family, p, &key)) {
+    let path = cfg.cache_dir.as_ref().map(|d| cache_path(d, name, &key));
+    if let Some(margins) = path.as_deref().and_then(|p| load(cfg, name, p, &key)) {
         return Ok(GroundTruth { masks, margins });
     }
-    cfg.log(format!(
-        "{}: training {} subset models",
-        family.name(),
-        cfg.subsets
-    ));
-    let margins = subset_margins(family, &masks, train, targets)?;
+    cfg.log(format!("{name}: training {} subset models", cfg.subsets));
+    let margins = subset_margins(&masks, train, targets.len(), margins_of)?;
     if let Some(p) = &path {
         save(p, &key, &margins)?;
     }
     Ok(GroundTruth { masks, margins })
 }
 
-/// Margins (J × m) of models of `family` trained on each subset j (seed 1,000,000 + j).
-fn subset_margins(
-    family: Family,
+/// Margins (J × m) of models trained on each subset j (seed 1,000,000 + j).
+fn subset_margins<F>(
     masks: &Array2<bool>,
     train: &[Sample],
-    targets: &[Sample],
-) -> Result<Array2<f32>> {
+    m: usize,
+    margins_of: F,
+) -> Result<Array2<f32>>
+where
+    F: Fn(&[Sample], u64) -> Result<Vec<f32>> + Sync,
+{
     let rows: Vec<Vec<f32>> = (0..masks.nrows())
         .into_par_iter()
         .map(|j| {
@@ -83,35 +108,43 @@ fn subset_margins(
                 .filter(|(b, _)| **b)
                 .map(|(_, s)| s.clone())
                 .collect();
-            let model = family.train(&subset, 1_000_000 + j as u64)?;
-            Ok(model.outputs(targets)?.iter().map(|v| v.f).collect())
+            let margins = margins_of(&subset, 1_000_000 + j as u64)?;
+            if margins.len() != m {
+                let got = margins.len().to_string();
+                return Err(trak::Error::ShapeMismatch {
+                    what: "subset-model margins",
+                    expected: m.to_string(),
+                    got,
+                });
+            }
+            Ok(margins)
         })
         .collect::<Result<_>>()?;
     let flat: Vec<f32> = rows.into_iter().flatten().collect();
-    Ok(Array2::from_shape_vec((masks.nrows(), targets.len()), flat).expect("J × m margins"))
+    Ok(Array2::from_shape_vec((masks.nrows(), m), flat).expect("J × m margins"))
 }
 
-/// `<dir>/margins-<family>-<FNV-1a of key>.bin`.
-fn cache_path(dir: &Path, family: Family, key: &str) -> PathBuf {
+/// `<dir>/margins-<name>-<FNV-1a of key>.bin`.
+fn cache_path(dir: &Path, name: &str, key: &str) -> PathBuf {
     let h = key.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
         (h ^ b as u64).wrapping_mul(0x100_0000_01b3)
     });
-    dir.join(format!("margins-{}-{h:016x}.bin", family.name()))
+    dir.join(format!("margins-{name}-{h:016x}.bin"))
 }
 
 /// The cached margins at `path` if they exist and were made under `key`.
-fn load(cfg: &BenchConfig, family: Family, path: &Path, key: &str) -> Option<Array2<f32>> {
+fn load(cfg: &BenchConfig, name: &str, path: &Path, key: &str) -> Option<Array2<f32>> {
     let bytes = std::fs::read(path).ok()?;
     let decoded =
         bincode::serde::decode_from_slice::<MarginCache, _>(&bytes, bincode::config::standard());
     match decoded {
         Ok((c, _)) if c.key == key && c.margins.len() == c.rows * c.cols => {
-            let what = format!("{}: subset margins from {}", family.name(), path.display());
+            let what = format!("{name}: subset margins from {}", path.display());
             cfg.log(what);
             Array2::from_shape_vec((c.rows, c.cols), c.margins).ok()
         }
         _ => {
-            let what = format!("{}: ignoring stale cache {}", family.name(), path.display());
+            let what = format!("{name}: ignoring stale cache {}", path.display());
             cfg.log(what);
             None
         }

@@ -1,0 +1,247 @@
+//! The LDS protocol of trak-demo (split, α-subsets, cached retrained margins, Spearman over
+//! subsets) applied to the candle CNN: subset models and checkpoints are trained in candle,
+//! and the checkpoints are attributed through the adapter with each projector.
+
+// Shared by several examples and tests; not each uses every item.
+#![allow(dead_code)]
+
+use ndarray::{Array2, ArrayView2};
+use rayon::prelude::*;
+use trak::data::Sample;
+use trak::eval::{grad_dot, lds, random_scores};
+use trak::output::Margin;
+use trak::{Error, ProjectorKind, Result, Scores, TrainFeatures, Trak};
+use trak_candle::{CandleModel, SampleCollate};
+use trak_demo::protocol::BenchConfig;
+use trak_demo::truth::{GroundTruth, ground_truth_with};
+
+use super::mnist_cnn::{CHANNELS, MnistCnn, Training};
+
+/// An adapter over one trained CNN.
+pub type CnnModel = CandleModel<Sample, MnistCnn, SampleCollate, Margin>;
+
+/// Settings of a CNN run.
+pub struct CnnConfig {
+    /// Split, subsets, M, k, seed, cache (trak-demo's protocol settings).
+    pub bench: BenchConfig,
+    /// How every CNN (checkpoints and subset models) is trained.
+    pub training: Training,
+    /// Projectors to attribute with.
+    pub projectors: Vec<ProjectorKind>,
+}
+
+impl CnnConfig {
+    /// 4,000 train / 200 targets, J = 100 subsets of 2,000, M ∈ {1, 5}, k ∈ {512, 2048},
+    /// 8 epochs; factored, sparse and dense projectors.
+    pub fn full() -> Self {
+        let bench = BenchConfig {
+            subsets: 100,
+            ensembles: vec![1, 5],
+            proj_dims: vec![512, 2048],
+            ..BenchConfig::full()
+        };
+        Self {
+            bench,
+            training: Training::default(),
+            projectors: vec![
+                ProjectorKind::Factored,
+                ProjectorKind::SPARSE,
+                ProjectorKind::Rademacher,
+            ],
+        }
+    }
+
+    /// 1,000 train / 40 targets, J = 32 subsets, M ∈ {1, 3}, k = 512, 4 epochs: under a
+    /// minute on 2 cores.
+    pub fn quick() -> Self {
+        let mut c = Self::full();
+        c.bench.n_train = 1000;
+        c.bench.n_targets = 40;
+        c.bench.subsets = 32;
+        c.bench.ensembles = vec![1, 3];
+        c.bench.proj_dims = vec![512];
+        c.training.epochs = 4;
+        c
+    }
+}
+
+/// `factored`, `sparse` or `dense` (any other kind by its debug name).
+pub fn projector_name(kind: ProjectorKind) -> String {
+    match kind {
+        ProjectorKind::Factored => "factored".into(),
+        ProjectorKind::Rademacher => "dense".into(),
+        k if k == ProjectorKind::SPARSE => "sparse".into(),
+        k => format!("{k:?}"),
+    }
+}
+
+/// One LDS measurement.
+#[derive(Debug, Clone)]
+pub struct CnnRow {
+    /// `trak`, `grad-dot`, `grad-cos` or `random`.
+    pub method: &'static str,
+    /// Projector of the features.
+    pub projector: ProjectorKind,
+    /// Projection dimension.
+    pub k: usize,
+    /// Checkpoints.
+    pub m: usize,
+    /// Mean LDS over targets.
+    pub value: f64,
+}
+
+impl CnnRow {
+    /// `LDS family=cnn method=… projector=… k=… M=… value=…`.
+    pub fn line(&self) -> String {
+        format!(
+            "LDS family=cnn method={} projector={} k={} M={} value={:.4}",
+            self.method,
+            projector_name(self.projector),
+            self.k,
+            self.m,
+            self.value
+        )
+    }
+}
+
+/// What a run measured: the rows, and the TRAK scores of the first projector at the largest
+/// k and M (for pictures).
+pub struct CnnOutput {
+    /// All rows.
+    pub rows: Vec<CnnRow>,
+    /// TRAK scores kept for pictures.
+    pub scores: Option<Scores>,
+    /// Test accuracy of each checkpoint on the targets.
+    pub accuracy: Vec<f64>,
+}
+
+fn framework(e: candle::Error) -> Error {
+    Error::Framework {
+        framework: "candle",
+        context: "training the CNN".into(),
+        source: Box::new(e),
+    }
+}
+
+/// Runs the protocol.
+pub fn run(cfg: &CnnConfig) -> Result<CnnOutput> {
+    let b = &cfg.bench;
+    let (train, targets, _, _) = trak_demo::protocol::split(b)?;
+    let t = cfg.training;
+    let settings =
+        format!("cnn channels={CHANNELS:?} training={t:?} init=chacha8-uniform pool=ops");
+    let truth = ground_truth_with(b, "cnn", &settings, &train, &targets, |subset, seed| {
+        let (net, _) = MnistCnn::train(subset, seed, t).map_err(framework)?;
+        net.margins(&targets).map_err(framework)
+    })?;
+    let m_max = *b.ensembles.iter().max().ok_or(Error::Empty("ensembles"))?;
+    b.log(format!("cnn: training {m_max} checkpoints"));
+    let nets: Vec<MnistCnn> = (0..m_max as u64)
+        .into_par_iter()
+        .map(|seed| {
+            MnistCnn::train(&train, seed, t)
+                .map(|(n, _)| n)
+                .map_err(framework)
+        })
+        .collect::<Result<_>>()?;
+    let accuracy = nets
+        .iter()
+        .map(|n| n.accuracy(&targets).map_err(framework))
+        .collect::<Result<_>>()?;
+    let models: Vec<CnnModel> = nets
+        .into_iter()
+        .map(|n| {
+            CandleModel::builder(n, SampleCollate::new(&[1, 28, 28]), Margin).build(&train[..8])
+        })
+        .collect::<Result<_>>()?;
+    let mut out = CnnOutput {
+        rows: Vec::new(),
+        scores: None,
+        accuracy,
+    };
+    for &kind in &cfg.projectors {
+        for &k in &b.proj_dims {
+            let keep = out.scores.is_none() && k == *b.proj_dims.iter().max().unwrap();
+            let (rows, scores) = projector_rows(b, kind, k, &models, &train, &targets, &truth)?;
+            out.rows.extend(rows);
+            if keep {
+                out.scores = scores;
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Training features of every checkpoint and target features under `trak`.
+pub fn featurize(
+    trak: &Trak,
+    models: &[CnnModel],
+    train: &[Sample],
+    targets: &[Sample],
+) -> Result<(TrainFeatures, Vec<Array2<f32>>)> {
+    let mut feats = trak.featurizer();
+    let mut psis = Vec::new();
+    for (id, m) in models.iter().enumerate() {
+        feats.featurize(id as u64, m, train)?;
+        psis.push(trak.features(id as u64, m, targets)?);
+    }
+    Ok((feats, psis))
+}
+
+/// TRAK and the baselines for one projector and k, at every M.
+fn projector_rows(
+    b: &BenchConfig,
+    kind: ProjectorKind,
+    k: usize,
+    models: &[CnnModel],
+    train: &[Sample],
+    targets: &[Sample],
+    truth: &GroundTruth,
+) -> Result<(Vec<CnnRow>, Option<Scores>)> {
+    let t0 = std::time::Instant::now();
+    let trak = Trak::builder()
+        .proj_dim(k)
+        .projector(kind)
+        .seed(b.seed)
+        .build()?;
+    let (feats, psis) = featurize(&trak, models, train, targets)?;
+    b.log(format!(
+        "cnn: {} k = {k} featurised in {:.1} s",
+        projector_name(kind),
+        t0.elapsed().as_secs_f64()
+    ));
+    let index = feats.finalize()?;
+    let value = |s: &Scores| -> Result<f64> {
+        Ok(lds(truth.masks.view(), s.values(), truth.margins.view())?.mean)
+    };
+    let mut rows = Vec::new();
+    let mut kept = None;
+    let row = |method, m, value| CnnRow {
+        method,
+        projector: kind,
+        k,
+        m,
+        value,
+    };
+    for &m in &b.ensembles {
+        let t: Vec<(u64, ArrayView2<'_, f32>)> =
+            (0..m).map(|i| (i as u64, psis[i].view())).collect();
+        let scores = index.score_features(&t)?;
+        rows.push(row("trak", m, value(&scores)?));
+        let phis: Vec<_> = (0..m)
+            .map(|i| feats.features(i as u64).expect("featurised"))
+            .collect();
+        let ps: Vec<_> = psis[..m].iter().map(|p| p.view()).collect();
+        for (method, cosine) in [("grad-dot", false), ("grad-cos", true)] {
+            rows.push(row(method, m, value(&grad_dot(&phis, &ps, cosine)?)?));
+        }
+        let seed = b.seed ^ ((k as u64) << 32) ^ m as u64;
+        rows.push(row(
+            "random",
+            m,
+            value(&random_scores(train.len(), targets.len(), seed))?,
+        ));
+        kept = Some(scores);
+    }
+    Ok((rows, kept))
+}

@@ -1,0 +1,53 @@
+//! From the user's examples to the network's input tensor and the output function's targets.
+
+use candle::{Device, Tensor};
+use trak::data::{Sample, Target};
+
+/// Stacks examples of type `E` into the network's input, and gives each example's target.
+pub trait Collate<E>: Sync {
+    /// The input tensor of `batch`; its first dimension must be `batch.len()`, and row b
+    /// must depend on `batch[b]` only.
+    fn inputs(&self, batch: &[E], device: &Device) -> candle::Result<Tensor>;
+    /// The target the output function evaluates example `e` against (a class, a value).
+    fn target(&self, e: &E) -> Target;
+}
+
+/// Collates [`trak::data::Sample`]s: each input vector reshaped to `shape`
+/// (e.g. `[784]` for an MLP, `[1, 28, 28]` for a CNN), stacked into `B × shape`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SampleCollate {
+    shape: Vec<usize>,
+}
+
+impl SampleCollate {
+    /// Inputs of `shape` per example; its product must be the samples' input length.
+    pub fn new(shape: &[usize]) -> Self {
+        Self {
+            shape: shape.to_vec(),
+        }
+    }
+}
+
+impl Collate<Sample> for SampleCollate {
+    fn inputs(&self, batch: &[Sample], device: &Device) -> candle::Result<Tensor> {
+        let d: usize = self.shape.iter().product();
+        let mut flat = Vec::with_capacity(batch.len() * d);
+        for (b, s) in batch.iter().enumerate() {
+            if s.x.len() != d {
+                candle::bail!(
+                    "example {b} has {} inputs, the shape {:?} needs {d}",
+                    s.x.len(),
+                    self.shape
+                );
+            }
+            flat.extend_from_slice(&s.x);
+        }
+        let mut dims = vec![batch.len()];
+        dims.extend_from_slice(&self.shape);
+        Tensor::from_vec(flat, dims, device)
+    }
+
+    fn target(&self, e: &Sample) -> Target {
+        e.target
+    }
+}

@@ -1,0 +1,122 @@
+//! The builder's gradient check: candle's backward pass against finite differences.
+//!
+//! The adapter trusts candle to back-propagate through every op the network applies after a
+//! recorded layer. To check that trust, the builder takes the probe chunk and, for each
+//! attributed layer (nearest the output first), compares two values of the directional
+//! derivative of F = Σ_b f_b with respect to the layer's output y, along u = δ/‖δ‖ where δ is
+//! the tap gradient the backward pass gives:
+//!
+//! - by backward: ⟨δ, u⟩ = ‖δ‖;
+//! - by central differences: (F(y + h u) − F(y − h u)) / 2h, with h = 10⁻⁴ ‖y_S‖ (y on the
+//!   entries where δ ≠ 0, so that each moved output moves by about 10⁻⁴ of its size), the
+//!   offset added to the layer's output inside the forward pass.
+//!
+//! At exact ties (a max-pool over MNIST's constant background, a ReLU at exactly 0) F is not
+//! differentiable and central differences average two one-sided slopes, so the check runs at
+//! a nearby generic point: the probe inputs plus a seeded jitter of 10⁻² of their RMS (float
+//! inputs only; token ids are left alone). The step h = 10⁻⁴ ‖y_S‖ stays below the gaps the
+//! jitter opens. The two values must agree to 5 %; a wrong backward (a rescaled or misrouted
+//! gradient) fails by far more. The layer named is the one nearest the output whose check
+//! fails, so the faulty op lies between it and the next recorded layer.
+
+use candle::Tensor;
+use trak::Unattributable;
+use trak::output::OutputFn;
+
+use crate::collate::Collate;
+use crate::error::{CandleContext, refuse};
+use crate::network::Network;
+use crate::pass::{eval_outputs, forward, targets};
+use crate::recorder::Mode;
+
+/// Relative tolerance of the check.
+const TOLERANCE: f64 = 0.05;
+/// Finite-difference step, relative to the moved outputs.
+const STEP: f64 = 1e-4;
+/// Input jitter, relative to the inputs' RMS.
+const JITTER: f32 = 1e-2;
+
+/// `x` plus a seeded jitter (xorshift64*, uniform in ±√3·JITTER·rms, so its RMS is
+/// JITTER·rms) when `x` is f32; other inputs unchanged.
+pub(crate) fn jitter(x: &Tensor) -> trak::Result<Tensor> {
+    if x.dtype() != candle::DType::F32 {
+        return Ok(x.clone());
+    }
+    let go = || -> candle::Result<Tensor> {
+        let rms = (x.sqr()?.mean_all()?.to_scalar::<f32>()?).sqrt().max(1e-6);
+        let scale = 3f32.sqrt() * JITTER * rms;
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let noise: Vec<f32> = (0..x.elem_count())
+            .map(|_| {
+                state ^= state >> 12;
+                state ^= state << 25;
+                state ^= state >> 27;
+                let u =
+                    (state.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 40) as f32 / (1u64 << 24) as f32;
+                (2.0 * u - 1.0) * scale
+            })
+            .collect();
+        x.add(&Tensor::from_vec(noise, x.shape(), x.device())?)
+    };
+    go().ctx("jittering the gradient check's inputs")
+}
+
+/// What the check needs to run the network.
+pub(crate) struct Check<'a, E, N, C, O> {
+    pub net: &'a N,
+    pub collate: &'a C,
+    pub output: &'a O,
+    /// The probe chunk's examples (real rows).
+    pub chunk: &'a [E],
+    /// Its padded input.
+    pub x: &'a Tensor,
+}
+
+impl<E, N: Network, C: Collate<E>, O: OutputFn> Check<'_, E, N, C, O> {
+    /// Σ_b f_b over the real rows, with `offset` added to the output of one layer call.
+    fn total(&self, offset: Option<(usize, Tensor)>) -> trak::Result<f64> {
+        let mode = Mode::Detached { taps: None, offset };
+        let (z, _) = forward(self.net, self.x, mode, "the gradient check")?;
+        let (_, values) = eval_outputs(self.output, &z, &targets(self.collate, self.chunk), 0)?;
+        Ok(values.iter().map(|v| v.f as f64).sum())
+    }
+
+    /// Checks the layers of `mask`; the first failure nearest the output is returned.
+    pub fn run(&self, mask: &[bool]) -> trak::Result<()> {
+        let mode = Mode::detached(Some(mask.to_vec()));
+        let (z, calls) = forward(self.net, self.x, mode, "the gradient check")?;
+        let t = targets(self.collate, self.chunk);
+        let (g, _) = eval_outputs(self.output, &z, &t, 0)?;
+        let seed = z.mul(&g).and_then(|p| p.sum_all());
+        let grads = seed.and_then(|s| s.backward()).ctx("the gradient check")?;
+        for (i, call) in calls.iter().enumerate().rev() {
+            let Some(delta) = call.tap.as_ref().and_then(|tap| grads.get(tap.as_tensor())) else {
+                continue;
+            };
+            let norm = |t: &Tensor| -> candle::Result<f64> {
+                Ok(t.sqr()?.sum_all()?.to_scalar::<f32>()?.sqrt() as f64)
+            };
+            // ‖y‖ where δ ≠ 0: the step is 10⁻⁴ of the outputs it actually moves.
+            let support = delta.ne(0f32).and_then(|m| m.to_dtype(candle::DType::F32));
+            let moved = support.and_then(|m| call.output.mul(&m));
+            let (dn, yn) = (norm(delta), moved.and_then(|y| norm(&y)));
+            let (dn, yn) = (dn.ctx("the gradient check")?, yn.ctx("the gradient check")?);
+            if dn == 0.0 || yn == 0.0 {
+                continue;
+            }
+            let h = STEP * yn;
+            let step = |s: f64| (delta * (s * h / dn)).ctx("the gradient check");
+            let plus = self.total(Some((i, step(1.0)?)))?;
+            let minus = self.total(Some((i, step(-1.0)?)))?;
+            let fd = (plus - minus) / (2.0 * h);
+            if (fd - dn).abs() > TOLERANCE * dn.max(fd.abs()) {
+                let reason = Unattributable::GradientCheck {
+                    backward: dn,
+                    finite_difference: fd,
+                };
+                return Err(refuse(&call.name, reason));
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,76 @@
+//! Networks shared by the adapter's tests.
+#![allow(dead_code, unused_imports)]
+
+use candle::{DType, Device, Tensor};
+use candle_nn::{Conv2d, Conv2dConfig, Linear, VarBuilder, VarMap};
+use trak::data::Sample;
+use trak_candle::ops::max_pool2d;
+use trak_candle::{Network, Recorder};
+
+#[path = "../../examples/support/mlp_net.rs"]
+mod mlp_net;
+pub use mlp_net::MlpNet;
+
+/// A small CNN on `side × side` single-channel images: conv (pad 1) → ReLU → 2×2 max-pool →
+/// conv (stride 2, pad 1) → ReLU → flatten → linear.
+pub struct Cnn {
+    pub c1: Conv2d,
+    pub c2: Conv2d,
+    pub fc: Linear,
+    pub side: usize,
+}
+
+impl Network for Cnn {
+    fn forward(&self, x: &Tensor, rec: &mut Recorder) -> candle::Result<Tensor> {
+        let h = max_pool2d(&rec.conv2d("c1", &self.c1, x)?.relu()?, 2)?;
+        let h = rec.conv2d("c2", &self.c2, &h)?.relu()?;
+        let h = h.flatten_from(1)?;
+        rec.linear("fc", &self.fc, &h)
+    }
+}
+
+impl Cnn {
+    /// Random weights as Vars of `map`.
+    pub fn new(side: usize, classes: usize, map: &VarMap) -> Self {
+        let vb = VarBuilder::from_varmap(map, DType::F32, &Device::Cpu);
+        let pad = Conv2dConfig {
+            padding: 1,
+            ..Default::default()
+        };
+        let strided = Conv2dConfig {
+            padding: 1,
+            stride: 2,
+            ..Default::default()
+        };
+        let c1 = candle_nn::conv2d(1, 4, 3, pad, vb.pp("c1")).unwrap();
+        let c2 = candle_nn::conv2d(4, 6, 3, strided, vb.pp("c2")).unwrap();
+        let s = (side / 2).div_ceil(2);
+        let fc = candle_nn::linear(6 * s * s, classes, vb.pp("fc")).unwrap();
+        Self { c1, c2, fc, side }
+    }
+
+    /// The variables in gradient-layout order.
+    pub fn vars(map: &VarMap) -> Vec<(String, candle::Var)> {
+        let data = map.data().lock().unwrap();
+        ["c1", "c2", "fc"]
+            .iter()
+            .flat_map(|l| ["weight", "bias"].map(|p| format!("{l}.{p}")))
+            .map(|n| (n.clone(), data[&n].clone()))
+            .collect()
+    }
+}
+
+/// `n` Gaussian-blob samples of dimension `d` with `classes` classes.
+pub fn samples(n: usize, d: usize, classes: usize, seed: u64) -> Vec<Sample> {
+    trak::data::Dataset::blobs(n, d, classes, seed)
+        .unwrap()
+        .samples()
+}
+
+/// max |a − b| / max |a|.
+pub fn rel_err(a: &ndarray::Array2<f32>, b: &ndarray::Array2<f32>) -> f32 {
+    assert_eq!(a.dim(), b.dim());
+    let scale = a.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-12);
+    let diff = a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+    diff / scale
+}
