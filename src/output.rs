@@ -20,12 +20,18 @@
 //! moves the target's prediction by φ(z)ᵀ(ΦᵀΦ)⁻¹φ_i (y_i − ŷ_i). A perfectly fitted example
 //! therefore has no influence, and attribution is sign-aware.
 //!
+//! For token sequences (language models), [`sequence::SequenceLogProb`] gives the
+//! log-probability of the counted tokens, with Q = 1 (derivation in [`sequence`]).
+//!
 //! Implement [`OutputFn`] for your own output function; the built-in models are generic over it.
 //! All three built-ins compute in f64 internally and are numerically stable for any finite z.
 
 use serde::{Deserialize, Serialize};
 
 use crate::data::Target;
+
+pub mod sequence;
+pub use sequence::SequenceLogProb;
 
 /// The value of an output function at one example.
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -6,6 +6,8 @@
 //!    (the adapter's chunks: 64 rows). `fwd_bwd` rows time the layer factors alone (the
 //!    model's forward + backward, no projection).
 //! 2. The CNN of the `cnn` example (p = 9,098) through the adapter, per projector.
+//! 3. The tiny transformer of `lm_facts` (its default size, untrained weights) on its corpus:
+//!    documents/s and tokens/s (real, unpadded tokens) per projector.
 //!
 //! ```text
 //! cargo run --release -p trak-candle --example throughput -- [n_mlp] [n_cnn] [k]
@@ -14,10 +16,16 @@
 //! Prints `THROUGHPUT model=… path=… projector=… batch=… ex_per_s=…` lines and
 //! `RATIO model=mlp projector=factored batch=… candle_over_builtin=…`.
 
+#[path = "support/facts.rs"]
+mod facts;
+#[path = "support/lm_facts.rs"]
+mod lm_facts;
 #[path = "support/mlp_net.rs"]
 mod mlp_net;
 #[path = "support/mnist_cnn.rs"]
 mod mnist_cnn;
+#[path = "support/tiny_lm.rs"]
+mod tiny_lm;
 
 use candle_nn::VarMap;
 use trak::data::Sample;
@@ -53,13 +61,66 @@ fn rate<M: Model<Example = Sample>>(
 }
 
 /// Examples per second of the layer factors alone, in batches of `batch` (best of 3).
-fn factor_rate(m: &dyn FactoredModel<Sample>, data: &[Sample], batch: usize) -> f64 {
+fn factor_rate<E>(m: &dyn FactoredModel<E>, data: &[E], batch: usize) -> f64 {
     let secs = best_of(3, || {
         for b in data.chunks(batch) {
             std::hint::black_box(m.layer_factors(b).expect("factors"));
         }
     });
     data.len() as f64 / secs
+}
+
+/// Documents/s and tokens/s of the `lm_facts` transformer, per projector.
+fn lm_rates(k: usize, threads: usize) -> trak::Result<()> {
+    let cfg = lm_facts::FactsConfig::full();
+    let corpus = facts::generate(cfg.facts, cfg.fillers, cfg.seed);
+    let docs = corpus.sequences();
+    let tokens: usize = docs.iter().map(|d| d.tokens.len() - 1).sum();
+    let lm = tiny_lm::LmConfig {
+        vocab: facts::VOCAB,
+        context: corpus.max_len() - 1,
+        d: cfg.d,
+        heads: cfg.heads,
+        layers: cfg.layers,
+    };
+    let net = tiny_lm::TinyLm::init(lm, &VarMap::new(), 0).map_err(|e| trak::Error::Framework {
+        framework: "candle",
+        context: "init".into(),
+        source: Box::new(e),
+    })?;
+    let collate = trak_candle::TokenCollate {
+        context: lm.context,
+        pad: facts::PAD,
+    };
+    let model = CandleModel::builder(
+        &net,
+        collate,
+        trak_candle::SequenceObjective::new(facts::VOCAB),
+    )
+    .chunk_rows(32)
+    .build(&docs[..8])?;
+    let p = trak::Model::num_params(&model);
+    let fwd = factor_rate(&model, &docs, 256);
+    for (name, kind) in [
+        ("factored", ProjectorKind::Factored),
+        ("sparse", ProjectorKind::SPARSE),
+        ("dense", ProjectorKind::Rademacher),
+    ] {
+        let trak = Trak::builder()
+            .proj_dim(k)
+            .projector(kind)
+            .batch_size(256)
+            .build()?;
+        let secs = best_of(3, || {
+            trak.featurizer().featurize(0, &model, &docs).map(|_| ())
+        });
+        let d = docs.len() as f64 / secs;
+        println!(
+            "THROUGHPUT model=lm path=candle projector={name} k={k} batch=256 threads={threads} p={p} docs_per_s={d:.0} tokens_per_s={:.0} fwd_bwd_docs_per_s={fwd:.0}",
+            d * tokens as f64 / docs.len() as f64
+        );
+    }
+    Ok(())
 }
 
 fn main() -> trak::Result<()> {
@@ -113,5 +174,5 @@ fn main() -> trak::Result<()> {
             "THROUGHPUT model=cnn path=candle projector={name} k={k} batch=256 threads={threads} ex_per_s={v:.0} fwd_bwd_ex_per_s={cf:.0}"
         );
     }
-    Ok(())
+    lm_rates(k, threads)
 }

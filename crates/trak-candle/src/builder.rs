@@ -5,7 +5,6 @@ use std::marker::PhantomData;
 
 use candle::{DType, Device, Tensor, Var};
 use candle_nn::VarMap;
-use trak::output::OutputFn;
 use trak::{Error, Unattributable};
 
 use crate::collate::Collate;
@@ -13,6 +12,7 @@ use crate::error::{CandleContext, refuse};
 use crate::layers::{LayerInfo, check_distinct, fingerprint, hash_tensor, select};
 use crate::model::{CandleModel, Params};
 use crate::network::Network;
+use crate::objective::Objective;
 use crate::pass::{forward, padded_inputs, to_vec};
 use crate::recorder::{Call, Mode};
 
@@ -37,10 +37,11 @@ where
     E: Sync,
     N: Network,
     C: Collate<E>,
-    O: OutputFn,
+    O: Objective<E>,
 {
     /// Starts a builder for `net`, whose examples `collate` turns into tensors, attributing
-    /// the output function `output` of its raw outputs. Defaults: every linear/conv layer,
+    /// the objective `output` of its raw outputs (any [`trak::output::OutputFn`] for
+    /// [`trak::data::Sample`]s; see [`crate::objective`]). Defaults: every linear/conv layer,
     /// chunks of [`DEFAULT_CHUNK_ROWS`] examples, the CPU.
     pub fn builder(net: N, collate: C, output: O) -> CandleModelBuilder<E, N, C, O> {
         CandleModelBuilder {
@@ -62,7 +63,7 @@ where
     E: Sync,
     N: Network,
     C: Collate<E>,
-    O: OutputFn,
+    O: Objective<E>,
 {
     /// Attributes only the named layers (recorder names). The other layers still run and
     /// carry gradients through, but get no tap and no parameters.
@@ -138,11 +139,10 @@ where
         }
         let mask = select(&layers, self.layers.as_deref())?;
         if self.gradient_check {
-            let (net, collate, output) = (&self.net, &self.collate, &self.output);
+            let (net, output) = (&self.net, &self.output);
             let x = crate::gradcheck::jitter(&x)?;
             let check = crate::gradcheck::Check {
                 net,
-                collate,
                 output,
                 chunk,
                 x: &x,
@@ -277,7 +277,7 @@ where
     E: Sync,
     N: Network,
     C: Collate<E>,
-    O: OutputFn,
+    O: Objective<E>,
 {
     let p: usize = vars.iter().map(|(_, v)| v.elem_count()).sum();
     let mut row = ndarray::Array1::zeros(p);

@@ -1,15 +1,13 @@
-//! From the user's examples to the network's input tensor and the output function's targets.
+//! From the user's examples to the network's input tensor.
 
 use candle::{Device, Tensor};
-use trak::data::{Sample, Target};
+use trak::data::Sample;
 
-/// Stacks examples of type `E` into the network's input, and gives each example's target.
+/// Stacks examples of type `E` into the network's input.
 pub trait Collate<E>: Sync {
     /// The input tensor of `batch`; its first dimension must be `batch.len()`, and row b
     /// must depend on `batch[b]` only.
     fn inputs(&self, batch: &[E], device: &Device) -> candle::Result<Tensor>;
-    /// The target the output function evaluates example `e` against (a class, a value).
-    fn target(&self, e: &E) -> Target;
 }
 
 /// Collates [`trak::data::Sample`]s: each input vector reshaped to `shape`
@@ -45,9 +43,5 @@ impl Collate<Sample> for SampleCollate {
         let mut dims = vec![batch.len()];
         dims.extend_from_slice(&self.shape);
         Tensor::from_vec(flat, dims, device)
-    }
-
-    fn target(&self, e: &Sample) -> Target {
-        e.target
     }
 }

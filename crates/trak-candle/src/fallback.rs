@@ -11,12 +11,12 @@
 use candle::Var;
 use ndarray::{ArrayViewMut1, ArrayViewMut2, Axis};
 use rayon::prelude::*;
-use trak::output::OutputFn;
 
 use crate::collate::Collate;
 use crate::error::CandleContext;
 use crate::model::CandleModel;
 use crate::network::Network;
+use crate::objective::Objective;
 use crate::pass::{eval_outputs, forward, padded_inputs, to_vec};
 use crate::recorder::Mode;
 
@@ -31,7 +31,7 @@ where
     E: Sync,
     N: Network,
     C: Collate<E>,
-    O: OutputFn,
+    O: Objective<E>,
 {
     grads
         .axis_iter_mut(Axis(0))
@@ -54,11 +54,11 @@ where
     E: Sync,
     N: Network,
     C: Collate<E>,
-    O: OutputFn,
+    O: Objective<E>,
 {
     let x = padded_inputs(&m.collate, std::slice::from_ref(e), 1, &m.device)?;
     let (z, _) = forward(&m.net, &x, Mode::Attached, "the per-example forward pass")?;
-    let (g, _) = eval_outputs(&m.output, &z, &[m.collate.target(e)], b)?;
+    let (g, _) = eval_outputs(&m.output, &z, std::slice::from_ref(e), b)?;
     let seed = z.mul(&g).and_then(|p| p.sum_all());
     let grads = seed
         .and_then(|s| s.backward())

@@ -21,12 +21,11 @@
 
 use candle::Tensor;
 use trak::Unattributable;
-use trak::output::OutputFn;
 
-use crate::collate::Collate;
 use crate::error::{CandleContext, refuse};
 use crate::network::Network;
-use crate::pass::{eval_outputs, forward, targets};
+use crate::objective::Objective;
+use crate::pass::{eval_outputs, forward};
 use crate::recorder::Mode;
 
 /// Relative tolerance of the check.
@@ -62,9 +61,8 @@ pub(crate) fn jitter(x: &Tensor) -> trak::Result<Tensor> {
 }
 
 /// What the check needs to run the network.
-pub(crate) struct Check<'a, E, N, C, O> {
+pub(crate) struct Check<'a, E, N, O> {
     pub net: &'a N,
-    pub collate: &'a C,
     pub output: &'a O,
     /// The probe chunk's examples (real rows).
     pub chunk: &'a [E],
@@ -72,12 +70,12 @@ pub(crate) struct Check<'a, E, N, C, O> {
     pub x: &'a Tensor,
 }
 
-impl<E, N: Network, C: Collate<E>, O: OutputFn> Check<'_, E, N, C, O> {
+impl<E, N: Network, O: Objective<E>> Check<'_, E, N, O> {
     /// Σ_b f_b over the real rows, with `offset` added to the output of one layer call.
     fn total(&self, offset: Option<(usize, Tensor)>) -> trak::Result<f64> {
         let mode = Mode::Detached { taps: None, offset };
         let (z, _) = forward(self.net, self.x, mode, "the gradient check")?;
-        let (_, values) = eval_outputs(self.output, &z, &targets(self.collate, self.chunk), 0)?;
+        let (_, values) = eval_outputs(self.output, &z, self.chunk, 0)?;
         Ok(values.iter().map(|v| v.f as f64).sum())
     }
 
@@ -85,8 +83,7 @@ impl<E, N: Network, C: Collate<E>, O: OutputFn> Check<'_, E, N, C, O> {
     pub fn run(&self, mask: &[bool]) -> trak::Result<()> {
         let mode = Mode::detached(Some(mask.to_vec()));
         let (z, calls) = forward(self.net, self.x, mode, "the gradient check")?;
-        let t = targets(self.collate, self.chunk);
-        let (g, _) = eval_outputs(self.output, &z, &t, 0)?;
+        let (g, _) = eval_outputs(self.output, &z, self.chunk, 0)?;
         let seed = z.mul(&g).and_then(|p| p.sum_all());
         let grads = seed.and_then(|s| s.backward()).ctx("the gradient check")?;
         for (i, call) in calls.iter().enumerate().rev() {

@@ -3,8 +3,9 @@
 //!
 //! Write the network's forward pass with a [`Recorder`] argument and route every linear and
 //! convolutional layer through it; [`CandleModel::builder`] then turns the network, a
-//! [`Collate`] for your examples and any [`trak::output::OutputFn`] into a [`trak::Model`]
-//! and a [`trak::FactoredModel`]. Everything `trak` does (projectors, the store, sharding,
+//! [`Collate`] for your examples and an [`Objective`] (any [`trak::output::OutputFn`] for
+//! [`trak::data::Sample`]s; [`SequenceObjective`] for language models, see [`sequence`]) into
+//! a [`trak::Model`] and a [`trak::FactoredModel`]. Everything `trak` does (projectors, the store, sharding,
 //! validation) then works on the network.
 //!
 //! **How.** No Rust framework has per-example gradients (vmap). One batched forward pass with
@@ -13,7 +14,10 @@
 //! per-example weight gradients are Σ_t δ_t a_tᵀ ([`factors`]). The factored projector uses
 //! the factors directly. Layers can be restricted by name
 //! ([`CandleModelBuilder::layers`]), or every parameter (norms, embeddings) attributed through
-//! one backward pass per example ([`CandleModelBuilder::all_parameters`]).
+//! one backward pass per example ([`CandleModelBuilder::all_parameters`]). By default only
+//! linear and convolutional layers are attributed (in a transformer: the attention
+//! projections and the MLP blocks, with one position per token); embeddings and norms are
+//! left out unless the fallback is asked for.
 //!
 //! **Refusals** ([`trak::Error::Unattributable`], naming the layer): shared or tied weights
 //! and repeated layer calls; layers whose output depends on the rest of the batch (BatchNorm
@@ -74,13 +78,17 @@ pub mod gradcheck;
 pub mod layers;
 mod model;
 pub mod network;
+pub mod objective;
 pub mod ops;
 pub mod pass;
 pub mod recorder;
+pub mod sequence;
 
 pub use builder::{CandleModelBuilder, DEFAULT_CHUNK_ROWS};
 pub use collate::{Collate, SampleCollate};
 pub use layers::{LayerInfo, LayerKind};
 pub use model::CandleModel;
 pub use network::Network;
+pub use objective::{Objective, WithTarget};
 pub use recorder::Recorder;
+pub use sequence::{SequenceObjective, TokenCollate, TokenSeq};

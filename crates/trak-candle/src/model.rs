@@ -6,7 +6,6 @@ use candle::{Device, Var};
 use ndarray::{Array2, ArrayViewMut1, ArrayViewMut2, Axis};
 use rayon::prelude::*;
 use trak::model::{FactoredModel, LayerFactors, LinearLayer};
-use trak::output::OutputFn;
 use trak::{Error, Model};
 
 use crate::collate::Collate;
@@ -14,7 +13,8 @@ use crate::error::CandleContext;
 use crate::factors::{ChunkLayer, assemble, chunk_layer, example_gradient};
 use crate::layers::LayerInfo;
 use crate::network::Network;
-use crate::pass::{eval_outputs, forward, padded_inputs, targets};
+use crate::objective::Objective;
+use crate::pass::{eval_outputs, forward, padded_inputs};
 use crate::recorder::Mode;
 
 /// Which parameters are attributed.
@@ -52,7 +52,7 @@ where
     E: Sync,
     N: Network,
     C: Collate<E>,
-    O: OutputFn,
+    O: Objective<E>,
 {
     /// Every linear/conv layer the forward pass routes through the recorder, in call order.
     pub fn layers(&self) -> &[LayerInfo] {
@@ -88,8 +88,7 @@ where
         let mode = Mode::detached(Some(self.mask.clone()));
         let (z, calls) = forward(&self.net, &x, mode, "the tapped forward pass")?;
         self.check_calls(&calls)?;
-        let t = targets(&self.collate, chunk);
-        let (g, _) = eval_outputs(&self.output, &z, &t, first)?;
+        let (g, _) = eval_outputs(&self.output, &z, chunk, first)?;
         let seed = z.mul(&g).and_then(|p| p.sum_all());
         let grads = seed.and_then(|s| s.backward()).ctx("the backward pass")?;
         let mut out = Vec::new();
@@ -159,7 +158,7 @@ where
     fn chunk_q(&self, chunk: &[E], first: usize) -> trak::Result<Vec<f32>> {
         let x = padded_inputs(&self.collate, chunk, self.chunk_rows, &self.device)?;
         let (z, _) = forward(&self.net, &x, Mode::detached(None), "the forward pass")?;
-        let (_, values) = eval_outputs(&self.output, &z, &targets(&self.collate, chunk), first)?;
+        let (_, values) = eval_outputs(&self.output, &z, chunk, first)?;
         Ok(values.iter().map(|v| v.q).collect())
     }
 }
@@ -197,7 +196,7 @@ where
     E: Sync,
     N: Network,
     C: Collate<E>,
-    O: OutputFn,
+    O: Objective<E>,
 {
     type Example = E;
 
@@ -247,7 +246,7 @@ where
     E: Sync,
     N: Network,
     C: Collate<E>,
-    O: OutputFn,
+    O: Objective<E>,
 {
     fn linear_layers(&self) -> Vec<LinearLayer> {
         self.selected_layers()

@@ -12,12 +12,12 @@
 
 use candle::{Device, Tensor};
 use trak::Error;
-use trak::data::Target;
-use trak::output::{OutputFn, OutputValue};
+use trak::output::OutputValue;
 
 use crate::collate::Collate;
 use crate::error::CandleContext;
 use crate::network::Network;
+use crate::objective::Objective;
 use crate::recorder::{Call, Mode, Recorder};
 
 /// Collated inputs of `chunk`, padded to `rows` examples by repeating the last one.
@@ -66,41 +66,40 @@ pub(crate) fn forward<N: Network>(
     Ok((z.ctx(context)?, calls))
 }
 
-/// Evaluates `output` on the first `targets.len()` rows of `z` (rows × c). Returns the
-/// backward seed G = ∂f/∂z (zero on padded rows) and f, Q per real row. `first` is the index
-/// of `targets[0]` in the caller's batch, for errors.
-pub(crate) fn eval_outputs<O: OutputFn>(
-    output: &O,
+/// Evaluates `objective` on the first `chunk.len()` rows of `z` (rows × …, each row
+/// flattened). Returns the backward seed G = ∂f/∂z (zero on padded rows) and f, Q per real
+/// row. `first` is the index of `chunk[0]` in the caller's batch, for errors.
+pub(crate) fn eval_outputs<E, O: Objective<E>>(
+    objective: &O,
     z: &Tensor,
-    targets: &[Target],
+    chunk: &[E],
     first: usize,
 ) -> trak::Result<(Tensor, Vec<OutputValue>)> {
-    let (rows, c) = z.dims2().map_err(|_| Error::ShapeMismatch {
-        what: "network output",
-        expected: "batch × outputs (2-D)".into(),
-        got: format!("{:?}", z.dims()),
-    })?;
+    let rows = z.dims().first().copied().unwrap_or(0);
+    if z.rank() < 2 || rows < chunk.len() {
+        return Err(Error::ShapeMismatch {
+            what: "network output",
+            expected: format!("at least {} rows of raw outputs (rank ≥ 2)", chunk.len()),
+            got: format!("{:?}", z.dims()),
+        });
+    }
+    let width = z.elem_count() / rows;
     let zv = z.flatten_all().and_then(|t| t.to_vec1::<f32>());
     let zv = zv.ctx("reading the network output")?;
-    let mut g = vec![0f32; rows * c];
-    let mut values = Vec::with_capacity(targets.len());
-    for (b, t) in targets.iter().enumerate() {
-        output
-            .validate(c, t)
+    let mut g = vec![0f32; rows * width];
+    let mut values = Vec::with_capacity(chunk.len());
+    for (b, e) in chunk.iter().enumerate() {
+        let row = b * width..(b + 1) * width;
+        let v = objective
+            .eval(e, &zv[row.clone()], &mut g[row])
             .map_err(|reason| Error::InvalidTarget {
                 example: first + b,
                 reason,
             })?;
-        let row = b * c..(b + 1) * c;
-        values.push(output.eval(&zv[row.clone()], t, &mut g[row]));
+        values.push(v);
     }
-    let g = Tensor::from_vec(g, (rows, c), z.device()).ctx("building the backward seed")?;
+    let g = Tensor::from_vec(g, z.shape(), z.device()).ctx("building the backward seed")?;
     Ok((g, values))
-}
-
-/// The targets of a chunk.
-pub(crate) fn targets<E, C: Collate<E>>(collate: &C, chunk: &[E]) -> Vec<Target> {
-    chunk.iter().map(|e| collate.target(e)).collect()
 }
 
 /// Row-major f32 contents of a tensor.

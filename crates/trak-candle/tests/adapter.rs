@@ -119,3 +119,36 @@ fn a_layer_subset_is_the_matching_block_of_the_full_gradient() {
         "a subset's gradient is bit-identical to its block"
     );
 }
+
+/// The user's own example type: images as (pixels, label) pairs, with `WithTarget`.
+struct Pairs;
+impl trak_candle::Collate<(Vec<f32>, usize)> for Pairs {
+    fn inputs(
+        &self,
+        batch: &[(Vec<f32>, usize)],
+        device: &candle::Device,
+    ) -> candle::Result<candle::Tensor> {
+        let flat: Vec<f32> = batch.iter().flat_map(|(x, _)| x.iter().copied()).collect();
+        candle::Tensor::from_vec(flat, (batch.len(), 20), device)
+    }
+}
+
+#[test]
+fn any_example_type_through_with_target() {
+    let data = samples(30, 20, 4, 6);
+    let builtin = Mlp::new(&[20, 9, 4], Margin, 2).unwrap();
+    let pairs: Vec<(Vec<f32>, usize)> = data
+        .iter()
+        .map(|s| match s.target {
+            trak::data::Target::Class(c) => (s.x.clone(), c),
+            trak::data::Target::Value(_) => unreachable!(),
+        })
+        .collect();
+    let objective = trak_candle::WithTarget::new(Margin, |e: &(Vec<f32>, usize)| {
+        trak::data::Target::Class(e.1)
+    });
+    let model = CandleModel::builder(MlpNet::from_builtin(&builtin), Pairs, objective)
+        .build(&pairs[..4])
+        .unwrap();
+    assert!(rel_err(&grads(&builtin, &data), &grads(&model, &pairs)) < 1e-5);
+}

@@ -1,0 +1,130 @@
+//! Token sequences for causal language models: the example type, its collation, and
+//! [`trak::output::SequenceLogProb`] as an objective on them ([`SequenceObjective`]).
+//!
+//! A [`TokenSeq`] of n tokens is read as y_0 … y_{n−2} (position t predicts y_{t+1}); the
+//! positions predicting the tokens from `prompt_len` on count in f. A training document has
+//! `prompt_len = 1` (every token after the first, usually a start token, counts): f is the
+//! document's log-probability, Q = 1. A query is a prompt followed by its completion, with
+//! `prompt_len` = the prompt's length: f is log p(completion | prompt).
+//!
+//! **Padding.** [`TokenCollate`] right-pads every sequence to one fixed context length, so
+//! every batch has the same shape (which the adapter's bit-identity needs; see
+//! [`crate::pass`]). With causal attention a real position never attends to a later one, so
+//! padding cannot change a real position's outputs; padded positions do not count in f, so
+//! their output gradients δ are zero, and Σ_t δ_t a_tᵀ gets nothing from them. A network
+//! that lets positions see later ones (no causal mask) would break this, and the padding
+//! invariance test (`tests/sequences.rs`) would show it.
+
+use candle::{DType, Device, Tensor};
+use trak::output::{OutputValue, SequenceLogProb};
+
+use crate::collate::Collate;
+use crate::objective::Objective;
+
+/// A token sequence: a document, or a prompt followed by its completion.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct TokenSeq {
+    /// The tokens, start token first.
+    pub tokens: Vec<u32>,
+    /// Tokens before this index are context only; the ones from it on count in f (≥ 1).
+    pub prompt_len: usize,
+}
+
+impl TokenSeq {
+    /// A training document: every token after the first counts.
+    pub fn document(tokens: Vec<u32>) -> Self {
+        Self {
+            tokens,
+            prompt_len: 1,
+        }
+    }
+
+    /// A prompt and its completion: only the completion's tokens count.
+    pub fn completion(prompt: &[u32], completion: &[u32]) -> Self {
+        Self {
+            tokens: prompt.iter().chain(completion).copied().collect(),
+            prompt_len: prompt.len(),
+        }
+    }
+}
+
+/// Collates [`TokenSeq`]s into a `B × context` u32 tensor of input tokens (y_0 … y_{n−2}),
+/// right-padded with `pad`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TokenCollate {
+    /// Positions per sequence (the network's context length).
+    pub context: usize,
+    /// The padding token.
+    pub pad: u32,
+}
+
+impl Collate<TokenSeq> for TokenCollate {
+    fn inputs(&self, batch: &[TokenSeq], device: &Device) -> candle::Result<Tensor> {
+        let mut ids = vec![self.pad; batch.len() * self.context];
+        for (b, s) in batch.iter().enumerate() {
+            let inputs = s.tokens.len().saturating_sub(1);
+            if inputs > self.context {
+                candle::bail!(
+                    "sequence {b} has {} tokens, more than the context of {} + 1",
+                    s.tokens.len(),
+                    self.context
+                );
+            }
+            ids[b * self.context..b * self.context + inputs].copy_from_slice(&s.tokens[..inputs]);
+        }
+        Tensor::from_vec(ids, (batch.len(), self.context), device)?.to_dtype(DType::U32)
+    }
+}
+
+/// The sequence's next tokens and counted positions over `positions` places.
+fn targets(s: &TokenSeq, positions: usize) -> Result<(Vec<u32>, Vec<bool>), String> {
+    let n = s.tokens.len();
+    if n < 2 || s.prompt_len == 0 || s.prompt_len >= n {
+        return Err(format!(
+            "a sequence of {n} tokens with prompt length {} has nothing to predict",
+            s.prompt_len
+        ));
+    }
+    if n - 1 > positions {
+        return Err(format!(
+            "{n} tokens do not fit {positions} output positions"
+        ));
+    }
+    let mut next = vec![0u32; positions];
+    let mut counted = vec![false; positions];
+    for t in 0..n - 1 {
+        next[t] = s.tokens[t + 1];
+        counted[t] = t + 1 >= s.prompt_len;
+    }
+    Ok((next, counted))
+}
+
+/// [`SequenceLogProb`] of [`TokenSeq`]s whose raw outputs are `positions × vocab` logits
+/// (the network's `B × T × V` output).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SequenceObjective {
+    vocab: usize,
+}
+
+impl SequenceObjective {
+    /// Logits over a vocabulary of `vocab` tokens.
+    pub fn new(vocab: usize) -> Self {
+        Self { vocab }
+    }
+}
+
+impl Objective<TokenSeq> for SequenceObjective {
+    fn eval(&self, e: &TokenSeq, z: &[f32], df_dz: &mut [f32]) -> Result<OutputValue, String> {
+        if self.vocab == 0 || !z.len().is_multiple_of(self.vocab) {
+            return Err(format!(
+                "{} raw outputs are not rows of the vocabulary of {}",
+                z.len(),
+                self.vocab
+            ));
+        }
+        let (next, counted) = targets(e, z.len() / self.vocab)?;
+        let f = SequenceLogProb;
+        f.validate(z.len(), self.vocab, &next, &counted)?;
+        Ok(f.eval(z, self.vocab, &next, &counted, df_dz))
+    }
+}
