@@ -6,7 +6,9 @@
 //! used in turn. Thread count: `RAYON_NUM_THREADS`.
 //! Prints the examples/s of the whole featurisation (model gradients or layer factors,
 //! projection, Q and finiteness checks), next to the machine's own f32 GEMM rate on the dense
-//! projection's shape (faer, stored matrix).
+//! projection's shape (faer, stored matrix). With the factored projector it also prints
+//! `FACTORED threads=… ex_per_s=… fwd_bwd_ex_per_s=… ratio=…`: the model's layer-factor pass
+//! alone (forward and backward, same batches, same run) and end-to-end / that.
 
 use std::time::Instant;
 
@@ -48,6 +50,19 @@ fn main() -> trak::Result<()> {
 
     // The machine's f32 GEMM rate on the projection's shape (B × p) · (p × k), P stored.
     let gemm = gemm_gflops::<f32>(batch, p, k, 3);
+    if kind == trak::ProjectorKind::Factored {
+        // The model's own layer-factor pass alone (forward + backward), same batches.
+        let secs = trak_demo::yardstick::best_of(3, || {
+            for b in samples.chunks(batch) {
+                std::hint::black_box(trak::FactoredModel::layer_factors(&model, b).ok());
+            }
+        });
+        let fwd_bwd = n as f64 / secs;
+        println!(
+            "FACTORED threads={threads} ex_per_s={ex_per_s:.0} fwd_bwd_ex_per_s={fwd_bwd:.0} ratio={:.2}",
+            ex_per_s / fwd_bwd
+        );
+    }
     println!(
         "FEATURIZE model=mlp-784-128-10 projector={kind_name} p={p} k={k} B={batch} n={n} threads={threads} ex_per_s={ex_per_s:.1} \
          gflops={gflops:.1} gemm_gflops={gemm:.1} ratio_to_gemm={:.2}",

@@ -47,7 +47,8 @@ pub struct FactsConfig {
 }
 
 impl FactsConfig {
-    /// 150 facts, 1,500 fillers (2,100 documents), d = 64, 4 heads, 2 blocks, 40 epochs.
+    /// 150 facts, 1,500 fillers (2,100 documents), d = 64, 4 heads, 2 blocks, 40 epochs,
+    /// 3 checkpoints, k = 2,048; 20 removal queries, top 5 each.
     pub fn full() -> Self {
         Self {
             facts: 150,
@@ -61,7 +62,7 @@ impl FactsConfig {
                 lr: 3e-3,
             },
             k: 2048,
-            checkpoints: 1,
+            checkpoints: 3,
             removal_queries: 20,
             removal_k: 5,
             seed: 0,
@@ -69,7 +70,7 @@ impl FactsConfig {
         }
     }
 
-    /// 24 facts, 150 fillers, d = 32, 1 block, k = 512: under a minute.
+    /// 24 facts, 150 fillers, d = 32, 1 block, 1 checkpoint, k = 512: under a minute.
     pub fn quick() -> Self {
         Self {
             facts: 24,
@@ -83,6 +84,7 @@ impl FactsConfig {
                 lr: 5e-3,
             },
             k: 512,
+            checkpoints: 1,
             removal_queries: 6,
             removal_k: 3,
             ..Self::full()
