@@ -9,7 +9,9 @@
 //! ```
 //! Options: `--family logreg|mlp` (repeatable), `--k 512,2048` (projection dimensions),
 //! `--projectors sparse:4,sparse:1,factored,gaussian|none` (rows next to the dense TRAK; the
-//! default is the default sparse and the factored projector), `--no-cache`. Subset-model margins are cached
+//! default is the default sparse and the factored projector), `--weightings gn,q|none`
+//! (curvature-weighted kernels on the dense features, rows `trak-gn` and `trak-q`; default
+//! both), `--no-cache`. Subset-model margins are cached
 //! in `target/lds-cache/`, so re-runs skip the retraining. Pictures (scatter plots and top-8
 //! grids) go to `target/lds-pictures/`; `--update-docs` writes them to `docs/img/` instead (for
 //! the documentation, after a full run). See docs/VALIDATION.md.
@@ -17,7 +19,7 @@
 use std::path::Path;
 use std::time::Instant;
 
-use trak::Ridge;
+use trak::{Ridge, Weighting};
 use trak_demo::cli::Args;
 use trak_demo::pictures::lds_pictures;
 use trak_demo::protocol::{self, BenchConfig, LdsRow};
@@ -44,6 +46,22 @@ fn sweep() -> Vec<Ridge> {
         .collect()
 }
 
+/// `gn,q` or `none`: the weighted-kernel rows.
+fn parse_weightings(list: &str) -> trak::Result<Vec<Weighting>> {
+    list.split(',')
+        .filter(|w| *w != "none")
+        .map(|w| match w {
+            "gn" => Ok(Weighting::GaussNewton),
+            "q" => Ok(Weighting::Q),
+            other => Err(trak::Error::InvalidParameter {
+                parameter: "--weightings",
+                value: other.into(),
+                expected: "gn, q or none, comma-separated".into(),
+            }),
+        })
+        .collect()
+}
+
 fn config(args: &Args) -> trak::Result<BenchConfig> {
     let mut cfg = if args.flag("--quick") {
         BenchConfig::quick()
@@ -58,6 +76,9 @@ fn config(args: &Args) -> trak::Result<BenchConfig> {
     }
     if let Some(p) = args.projectors()? {
         cfg.extra_projectors = p;
+    }
+    if let Some(w) = args.value("--weightings") {
+        cfg.weightings = parse_weightings(w)?;
     }
     if let Some(k) = args.proj_dims()? {
         cfg.proj_dims = k;

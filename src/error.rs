@@ -305,6 +305,39 @@ pub enum Error {
         path: PathBuf,
     },
 
+    /// A kernel weighting needs the curvature r = ∂²L/∂f² of every training example, and the
+    /// model does not give it (its `Model::output_curvature` is the default, or its output
+    /// function's `curvature` is `None`).
+    #[error(
+        "the Gauss-Newton weighting needs each training example's curvature r = ∂²L/∂f²; \
+         this model does not give it (implement Model::output_curvature, or \
+         OutputFn::curvature for the built-in models)"
+    )]
+    NoCurvature,
+
+    /// A kernel weight (Q or r of a training example) is negative or not finite: the
+    /// weighted Gram matrix ΦᵀWΦ would not be positive semi-definite.
+    #[error(
+        "kernel weight {value} of training example {example} (checkpoint {checkpoint}) is not a finite number ≥ 0"
+    )]
+    BadKernelWeight {
+        /// Index of the training example.
+        example: usize,
+        /// Checkpoint id.
+        checkpoint: u64,
+        /// The weight.
+        value: f32,
+    },
+
+    /// A kernel weighting was asked of a path that does not implement it yet (the store).
+    #[error("{what} does not support the {weighting:?} kernel weighting yet (use Weighting::None)")]
+    UnsupportedWeighting {
+        /// The weighting asked for.
+        weighting: crate::kernel::Weighting,
+        /// The path, e.g. "the store (Run::create)".
+        what: &'static str,
+    },
+
     /// A deep-learning framework that a model adapter drives (candle, through the
     /// `trak-candle` crate) reported an error. The framework's own error is the source.
     #[error("{framework} error while {context}: {source}")]

@@ -88,7 +88,7 @@ pub mod store;
 
 pub use attribute::{Scores, TrainFeatures, Trak, TrakBuilder, TrakIndex};
 pub use error::{Error, ExampleSet, Result, Unattributable};
-pub use kernel::Ridge;
+pub use kernel::{Ridge, Weighting};
 pub use model::{FactoredModel, Model};
 pub use progress::Progress;
 pub use project::ProjectorKind;

@@ -60,6 +60,16 @@ pub trait Model: Sync {
     /// classification margin this is 1 − p(correct class).
     fn output_q(&self, batch: &[Self::Example], q: ArrayViewMut1<'_, f32>) -> Result<()>;
 
+    /// Writes r_b = ∂²L/∂f² at `batch[b]`, the curvature of the training loss in f (the
+    /// example's Gauss-Newton weight; see [`crate::output`]), into `r`. Needed only by
+    /// [`crate::Weighting::GaussNewton`]. The default refuses with
+    /// [`crate::Error::NoCurvature`]; the built-in models implement it through
+    /// [`crate::output::OutputFn::curvature`].
+    fn output_curvature(&self, batch: &[Self::Example], r: ArrayViewMut1<'_, f32>) -> Result<()> {
+        let _ = (batch, r);
+        Err(crate::Error::NoCurvature)
+    }
+
     /// The model's per-layer view, if it has one: implement [`FactoredModel`] and return
     /// `Some(self)` here to make [`crate::project::ProjectorKind::Factored`] available.
     /// The default is `None`.

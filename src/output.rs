@@ -10,11 +10,18 @@
 //! margin, as in the TRAK paper). Scores are then signed so that a positive score means
 //! "including this training example increases f on the target".
 //!
-//! | function | raw outputs | f | training loss L | Q = −∂L/∂f |
-//! |---|---|---|---|---|
-//! | [`Margin`] | c ≥ 2 logits | z_y − log Σ_{j≠y} exp z_j | cross-entropy | 1 − softmax(z)_y = σ(−f) |
-//! | [`Logistic`] | 1 logit | s·z, s = ±1 for class 1/0 | log(1 + e^{−f}) | σ(−f) |
-//! | [`Regression`] | 1 prediction | z | ½ (z − y)² | y − z (the residual) |
+//! | function | raw outputs | f | training loss L | Q = −∂L/∂f | r = ∂²L/∂f² |
+//! |---|---|---|---|---|---|
+//! | [`Margin`] | c ≥ 2 logits | z_y − log Σ_{j≠y} exp z_j | cross-entropy | 1 − softmax(z)_y = σ(−f) | σ(f) σ(−f) = p(1 − p) |
+//! | [`Logistic`] | 1 logit | s·z, s = ±1 for class 1/0 | log(1 + e^{−f}) | σ(−f) | σ(f) σ(−f) |
+//! | [`Regression`] | 1 prediction | z | ½ (z − y)² | y − z (the residual) | 1 |
+//!
+//! **Curvature.** r = ∂²L/∂f² is the weight of the example in the Gauss-Newton Hessian
+//! Σ_i r_i ∇f_i ∇f_iᵀ. For the margin, cross-entropy is exactly log(1 + e^{−f}) as a function
+//! of f (softmax(z)_y = σ(f) because f = z_y − log Σ_{j≠y} e^{z_j}), so Q = σ(−f) and
+//! r = −dQ/df = σ(f)σ(−f) = p(1 − p) with p = softmax(z)_y; the same holds for the
+//! binary logistic output. For squared loss r = 1. [`OutputFn::curvature`] gives it; an output
+//! function that does not know it returns `None`.
 //!
 //! For regression Q is the signed residual: the one-step Newton estimate of adding example i
 //! moves the target's prediction by φ(z)ᵀ(ΦᵀΦ)⁻¹φ_i (y_i − ŷ_i). A perfectly fitted example
@@ -56,6 +63,14 @@ pub trait OutputFn: Send + Sync {
 
     /// The training loss L at `z` (returned) and ∂L/∂z (written into `dl_dz`).
     fn loss(&self, z: &[f32], target: &Target, dl_dz: &mut [f32]) -> f32;
+
+    /// The curvature r = ∂²L/∂f² of the training loss as a function of f at `z`: the
+    /// example's Gauss-Newton weight. `None` (the default) when the output function does not
+    /// know it; kernel weightings that need r then refuse the model.
+    fn curvature(&self, z: &[f32], target: &Target) -> Option<f32> {
+        let _ = (z, target);
+        None
+    }
 }
 
 /// σ(x) = 1 / (1 + e^{−x}), stable for large |x|.
@@ -151,6 +166,11 @@ impl OutputFn for Margin {
         }
         (m + s.ln() - z[y] as f64) as f32
     }
+
+    fn curvature(&self, z: &[f32], target: &Target) -> Option<f32> {
+        let (f, _, _) = Self::parts(z, class_of(target));
+        Some((sigmoid(f) * sigmoid(-f)) as f32)
+    }
 }
 
 /// Binary logistic output: one logit z, f = s·z with s = +1 for class 1 and −1 for class 0,
@@ -194,6 +214,11 @@ impl OutputFn for Logistic {
         dl_dz[0] = (-s * sigmoid(-f)) as f32;
         softplus(-f) as f32
     }
+
+    fn curvature(&self, z: &[f32], target: &Target) -> Option<f32> {
+        let f = sign_of(target) * z[0] as f64;
+        Some((sigmoid(f) * sigmoid(-f)) as f32)
+    }
 }
 
 /// Regression output: f = z (one prediction), trained with ½ (z − y)²; Q = y − z.
@@ -234,6 +259,10 @@ impl OutputFn for Regression {
         dl_dz[0] = r as f32;
         (0.5 * r * r) as f32
     }
+
+    fn curvature(&self, _: &[f32], _: &Target) -> Option<f32> {
+        Some(1.0)
+    }
 }
 
 #[cfg(test)]
@@ -251,6 +280,38 @@ mod tests {
         assert!((v.f as f64 - (2.0 - (e[0] + e[1]).ln())).abs() < 1e-6);
         assert_eq!(g[2], 1.0);
         assert!((g[0] + g[1] + 1.0).abs() < 1e-6);
+    }
+
+    /// r = ∂²L/∂f² against a central second difference of the loss along the direction in z
+    /// that moves f at unit rate (only z_y moves f linearly for the margin when the others
+    /// are fixed: ∂f/∂z_y = 1, and L depends on z_y only through f).
+    #[test]
+    fn curvature_matches_a_second_difference_of_the_loss() {
+        let h = 5e-2f32;
+        let second = |o: &dyn OutputFn, z: &[f32], t: &Target, i: usize| {
+            let mut g = vec![0.0; z.len()];
+            let mut at = |d: f32| {
+                let mut w = z.to_vec();
+                w[i] += d;
+                o.loss(&w, t, &mut g) as f64
+            };
+            (at(h) - 2.0 * at(0.0) + at(-h)) / (h as f64 * h as f64)
+        };
+        let z = [0.3f32, -1.2, 0.8];
+        let t = Target::Class(2);
+        let r = Margin.curvature(&z, &t).unwrap() as f64;
+        assert!((second(&Margin, &z, &t, 2) - r).abs() < 2e-3, "margin");
+        for (t, s) in [(Target::Class(1), 0usize), (Target::Class(0), 0)] {
+            let z = [0.7f32];
+            let r = Logistic.curvature(&z, &t).unwrap() as f64;
+            assert!(
+                (second(&Logistic, &z, &t, s) - r).abs() < 2e-3,
+                "logistic {t:?}"
+            );
+        }
+        let z = [2.5f32];
+        let r = Regression.curvature(&z, &Target::Value(1.0)).unwrap() as f64;
+        assert!((second(&Regression, &z, &Target::Value(1.0), 0) - r).abs() < 1e-2);
     }
 
     #[test]

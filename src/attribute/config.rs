@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Result, invalid};
-use crate::kernel::Ridge;
+use crate::kernel::{Ridge, Weighting};
 use crate::project::{self, ProjectorKind};
 
 /// Attribution settings. Build with [`Trak::builder`].
@@ -13,12 +13,15 @@ pub struct Trak {
     pub(super) projector: ProjectorKind,
     pub(super) seed: u64,
     pub(super) ridge: Ridge,
+    #[serde(default)]
+    pub(super) weighting: Weighting,
     pub(super) batch_size: usize,
     pub(super) memory_limit: Option<usize>,
 }
 
 /// Builder for [`Trak`]. Defaults: k = 2048, Rademacher projection, seed 0,
-/// [`Ridge::default`] (λ = 2·tr(ΦᵀΦ)/n), batch size 64, memory limit = the machine's memory.
+/// [`Ridge::default`] (λ = 2·tr(ΦᵀΦ)/n), plain kernel ([`Weighting::None`]), batch size 64,
+/// memory limit = the machine's memory.
 #[derive(Debug, Clone)]
 pub struct TrakBuilder {
     cfg: Trak,
@@ -32,6 +35,7 @@ impl Default for TrakBuilder {
                 projector: ProjectorKind::default(),
                 seed: 0,
                 ridge: Ridge::default(),
+                weighting: Weighting::None,
                 batch_size: 64,
                 memory_limit: None,
             },
@@ -55,6 +59,14 @@ impl TrakBuilder {
         self.cfg.seed = seed;
         self
     }
+    /// Kernel weighting (default [`Weighting::None`], plain TRAK; see [`Weighting`]).
+    /// [`Weighting::GaussNewton`] makes featurisation record each training example's
+    /// curvature, which the model must give ([`crate::Model::output_curvature`]).
+    pub fn weighting(mut self, weighting: Weighting) -> Self {
+        self.cfg.weighting = weighting;
+        self
+    }
+
     /// Ridge λ (default [`crate::kernel::DEFAULT_RIDGE`]).
     pub fn ridge(mut self, ridge: Ridge) -> Self {
         self.cfg.ridge = ridge;
@@ -121,6 +133,11 @@ impl Trak {
         self.ridge
     }
 
+    /// Kernel weighting.
+    pub fn weighting(&self) -> Weighting {
+        self.weighting
+    }
+
     /// Featurisation batch size.
     pub fn batch_size(&self) -> usize {
         self.batch_size
@@ -129,6 +146,14 @@ impl Trak {
     /// The memory limit of in-memory calls, if one was set (see [`TrakBuilder::memory_limit`]).
     pub fn memory_limit(&self) -> Option<usize> {
         self.memory_limit
+    }
+
+    /// The same configuration with another kernel weighting.
+    pub fn with_weighting(&self, weighting: Weighting) -> Trak {
+        Trak {
+            weighting,
+            ..self.clone()
+        }
     }
 
     /// The same configuration with another ridge rule.

@@ -11,7 +11,7 @@ use super::index::{IndexedCkpt, TrakIndex};
 use super::memory::{self, bytes};
 use crate::error::{Error, Result};
 use crate::kernel::scoring::factor_with_ridge;
-use crate::kernel::{Ridge, gram};
+use crate::kernel::{Ridge, Weighting, gram_weighted};
 use crate::model::Model;
 use crate::progress::{Progress, Stage, Unit};
 use crate::project::{ProjectorKind, dense};
@@ -22,23 +22,35 @@ use crate::project::{ProjectorKind, dense};
 pub(super) struct CkptFeatures {
     pub(super) phi: Arc<Array2<f32>>,
     pub(super) q: Arc<Array1<f32>>,
+    /// Curvature r of each training example, when the configuration needed it.
+    pub(super) r: Option<Arc<Array1<f32>>>,
     /// Parameter count of the model that was featurised.
     pub(super) p: usize,
-    gram: Arc<OnceLock<Array2<f64>>>,
+    /// The Gram matrix under each weighting (index: [`Weighting::ALL`]), computed once.
+    gram: Arc<[OnceLock<Array2<f64>>; 3]>,
 }
 
 impl CkptFeatures {
-    fn new(phi: Array2<f32>, q: Arc<Array1<f32>>, p: usize) -> Self {
+    fn new(phi: Array2<f32>, q: Arc<Array1<f32>>, r: Option<Arc<Array1<f32>>>, p: usize) -> Self {
         Self {
             phi: Arc::new(phi),
             q,
+            r,
             p,
-            gram: Arc::new(OnceLock::new()),
+            gram: Arc::new(Default::default()),
         }
     }
 
-    fn gram(&self) -> &Array2<f64> {
-        self.gram.get_or_init(|| gram(self.phi.view()))
+    /// ΦᵀWΦ under `weighting` (cached), after checking the weights.
+    fn gram(&self, weighting: Weighting, checkpoint: u64) -> Result<&Array2<f64>> {
+        let cell = &self.gram[weighting.index()];
+        if let Some(g) = cell.get() {
+            return Ok(g);
+        }
+        let r = self.r.as_deref().map(|r| r.view());
+        let w = weighting.weights(self.q.view(), r, checkpoint)?;
+        let w = w.as_ref().map(|w| w.as_slice().expect("contiguous"));
+        Ok(cell.get_or_init(|| gram_weighted(self.phi.view(), w)))
     }
 }
 
@@ -118,8 +130,13 @@ impl TrainFeatures {
         let (phi, q) = self
             .cfg
             .project_set(checkpoint, model, slice, &mut report)?;
+        let r = if self.cfg.weighting.needs_curvature() {
+            Some(Arc::new(self.cfg.curvature(model, train)?))
+        } else {
+            None
+        };
         self.n = Some(train.len());
-        let f = CkptFeatures::new(phi, Arc::new(q), model.num_params());
+        let f = CkptFeatures::new(phi, Arc::new(q), r, model.num_params());
         self.ckpts.insert(checkpoint, f);
         Ok(())
     }
@@ -129,8 +146,10 @@ impl TrainFeatures {
         let ckpts = parts
             .into_iter()
             .map(|c| {
-                let f = CkptFeatures::new(c.phi, Arc::new(c.q), c.params);
-                f.gram.set(c.gram).expect("fresh cell");
+                let f = CkptFeatures::new(c.phi, Arc::new(c.q), None, c.params);
+                f.gram[Weighting::None.index()]
+                    .set(c.gram)
+                    .expect("fresh cell");
                 (c.id, f)
             })
             .collect();
@@ -161,6 +180,15 @@ impl TrainFeatures {
         self.ckpts.get(&checkpoint).map(|c| c.q.view())
     }
 
+    /// The same features with another kernel weighting for [`TrainFeatures::finalize`]
+    /// (shares Φ, Q, r and the cached Gram matrices). [`Weighting::GaussNewton`] needs the
+    /// curvature, recorded only when the features were computed under it.
+    pub fn with_weighting(&self, weighting: Weighting) -> Self {
+        let mut out = self.clone();
+        out.cfg = self.cfg.with_weighting(weighting);
+        out
+    }
+
     /// The same features with another ridge rule for [`TrainFeatures::finalize`] (shares Φ
     /// and the cached Gram matrices: a ridge sweep pays for each Gram matrix once).
     pub fn with_ridge(&self, ridge: Ridge) -> Result<Self> {
@@ -185,7 +213,7 @@ impl TrainFeatures {
         let mut ckpts = BTreeMap::new();
         for (&id, c) in &self.ckpts {
             let phi = dense::prefix_features(c.phi.view(), k)?;
-            ckpts.insert(id, CkptFeatures::new(phi, c.q.clone(), c.p));
+            ckpts.insert(id, CkptFeatures::new(phi, c.q.clone(), c.r.clone(), c.p));
         }
         let mut cfg = self.cfg.clone();
         cfg.proj_dim = k;
@@ -206,7 +234,11 @@ impl TrainFeatures {
         let mut ckpts = BTreeMap::new();
         for (&id, c) in &self.ckpts {
             let k = c.phi.ncols();
-            let fresh = if c.gram.get().is_some() { 0 } else { 1 };
+            let fresh = if c.gram[self.cfg.weighting.index()].get().is_some() {
+                0
+            } else {
+                1
+            };
             memory::check(
                 self.cfg.memory_limit,
                 &[
@@ -216,7 +248,8 @@ impl TrainFeatures {
                 ],
                 "lower k",
             )?;
-            let factor = factor_with_ridge(c.gram().view(), self.cfg.ridge, n, id)?;
+            let gram = c.gram(self.cfg.weighting, id)?;
+            let factor = factor_with_ridge(gram.view(), self.cfg.ridge, n, id)?;
             let feats = c.clone();
             ckpts.insert(id, IndexedCkpt { feats, factor });
         }

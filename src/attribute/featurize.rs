@@ -145,6 +145,21 @@ impl Trak {
         Ok((feats, q))
     }
 
+    /// The curvature r = ∂²L/∂f² of every training example under `model`, batch by batch
+    /// (its values are checked when a weighted Gram matrix uses them).
+    pub(crate) fn curvature<M: Model>(
+        &self,
+        model: &M,
+        train: &[M::Example],
+    ) -> Result<ndarray::Array1<f32>> {
+        let mut r = ndarray::Array1::zeros(train.len());
+        for (i, batch) in train.chunks(self.batch_size).enumerate() {
+            let start = i * self.batch_size;
+            model.output_curvature(batch, r.slice_mut(s![start..start + batch.len()]))?;
+        }
+        Ok(r)
+    }
+
     /// Projected output gradients of `examples` (n × k) under `model` at `checkpoint`: the same
     /// features the pipeline uses for targets. Useful for baselines (e.g. gradient similarity).
     pub fn features<M: Model>(

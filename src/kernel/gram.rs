@@ -1,4 +1,4 @@
-//! The Gram matrix K = ΦᵀΦ, tile by tile.
+//! The Gram matrix K = ΦᵀΦ (or ΦᵀWΦ), tile by tile.
 
 use faer::linalg::matmul::matmul;
 use faer::{Accum, Mat, Par};
@@ -8,14 +8,26 @@ use rayon::prelude::*;
 /// Side of the square output tiles of the Gram matrix.
 const GRAM_TILE: usize = 256;
 
-fn to_f64_mat(phi: ArrayView2<'_, f32>) -> Mat<f64> {
-    Mat::from_fn(phi.nrows(), phi.ncols(), |i, j| phi[(i, j)] as f64)
+fn to_f64_mat(phi: ArrayView2<'_, f32>, w: Option<&[f64]>) -> Mat<f64> {
+    match w {
+        None => Mat::from_fn(phi.nrows(), phi.ncols(), |i, j| phi[(i, j)] as f64),
+        Some(w) => {
+            let s: Vec<f64> = w.iter().map(|v| v.sqrt()).collect();
+            Mat::from_fn(phi.nrows(), phi.ncols(), |i, j| s[i] * phi[(i, j)] as f64)
+        }
+    }
 }
 
 /// K = ΦᵀΦ (k × k) in f64 for Φ of shape n × k.
 pub fn gram(phi: ArrayView2<'_, f32>) -> Array2<f64> {
+    gram_weighted(phi, None)
+}
+
+/// K = ΦᵀWΦ (k × k) in f64, W = diag(`w`) (w ≥ 0, length n; `None`: W = I), computed as
+/// (W^½Φ)ᵀ(W^½Φ) so that it stays exactly symmetric and positive semi-definite.
+pub fn gram_weighted(phi: ArrayView2<'_, f32>, w: Option<&[f64]>) -> Array2<f64> {
     let k = phi.ncols();
-    let phi = to_f64_mat(phi);
+    let phi = to_f64_mat(phi, w);
     let nt = k.div_ceil(GRAM_TILE);
     let pairs: Vec<(usize, usize)> = (0..nt).flat_map(|a| (a..nt).map(move |b| (a, b))).collect();
     let tiles: Vec<Mat<f64>> = pairs

@@ -1,7 +1,7 @@
 //! The kernel step: everything between features and scores, in f64 via `faer`.
 //!
 //! Features are f32; everything here is f64. Per checkpoint, the Gram matrix is K = ΦᵀΦ
-//! ([`gram`]); the regularised matrix A = K + λI ([`Ridge`] gives λ) is factorised once by
+//! ([`gram`]), or ΦᵀWΦ under a [`Weighting`] ([`gram_weighted`]); the regularised matrix A = K + λI ([`Ridge`] gives λ) is factorised once by
 //! Cholesky ([`Factor`], never inverted); target features Ψ are solved, Y = A⁻¹Ψᵀ, and the
 //! scores are S = Φ Y, the n × k matrix being read once ([`add_scores`]). Across checkpoints
 //! the scores are averaged and weighted by the average Q.
@@ -17,8 +17,10 @@ mod factor;
 mod gram;
 mod ridge;
 pub(crate) mod scoring;
+mod weighting;
 
 pub use factor::Factor;
-pub use gram::gram;
+pub use gram::{gram, gram_weighted};
 pub use ridge::{DEFAULT_RIDGE, Ridge};
 pub use scoring::add_scores;
+pub use weighting::Weighting;

@@ -445,6 +445,22 @@ impl<O: OutputFn> Model for Mlp<O> {
         }
         Ok(())
     }
+
+    /// r from the output function's [`OutputFn::curvature`] at each example's logits.
+    fn output_curvature(&self, batch: &[Sample], mut r: ArrayViewMut1<'_, f32>) -> Result<()> {
+        if r.len() != batch.len() {
+            return Err(shape_err("curvature buffer", batch.len(), r.len()));
+        }
+        let z = self.logits(batch)?;
+        for ((r, z), s) in r.iter_mut().zip(z.rows()).zip(batch) {
+            let z = z.as_slice().expect("standard layout");
+            *r = self
+                .output
+                .curvature(z, &s.target)
+                .ok_or(Error::NoCurvature)?;
+        }
+        Ok(())
+    }
 }
 
 impl<O: OutputFn> Mlp<O> {

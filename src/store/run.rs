@@ -27,9 +27,16 @@ impl Run {
     /// ([`Error::RunMismatch`] names the ones that differ). Safe to call from every shard at
     /// once. The ridge and batch size of `trak` are not part of the stored identity (they do
     /// not change stored features); the ridge is used when scoring. A `dir` that exists as a
-    /// file is [`Error::NotADirectory`].
+    /// file is [`Error::NotADirectory`]. Weighted kernels are not stored yet: a `trak` with a
+    /// weighting other than [`crate::Weighting::None`] is [`Error::UnsupportedWeighting`].
     pub fn create(dir: impl AsRef<Path>, trak: &Trak, n: usize, block_rows: usize) -> Result<Run> {
         let dir = dir.as_ref().to_path_buf();
+        if trak.weighting() != crate::Weighting::None {
+            return Err(Error::UnsupportedWeighting {
+                weighting: trak.weighting(),
+                what: "the store (Run::create)",
+            });
+        }
         if n == 0 {
             return Err(Error::Empty("training set"));
         }

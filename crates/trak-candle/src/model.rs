@@ -161,6 +161,20 @@ where
         let (_, values) = eval_outputs(&self.output, &z, chunk, first)?;
         Ok(values.iter().map(|v| v.q).collect())
     }
+
+    /// The curvature r of each example of one chunk.
+    fn chunk_r(&self, chunk: &[E]) -> trak::Result<Vec<f32>> {
+        let x = padded_inputs(&self.collate, chunk, self.chunk_rows, &self.device)?;
+        let (z, _) = forward(&self.net, &x, Mode::detached(None), "the forward pass")?;
+        let width = z.elem_count() / z.dims()[0].max(1);
+        let zv = z.flatten_all().and_then(|t| t.to_vec1::<f32>());
+        let zv = zv.ctx("reading the network output")?;
+        chunk
+            .iter()
+            .zip(zv.chunks(width))
+            .map(|(e, z)| self.output.curvature(e, z).ok_or(Error::NoCurvature))
+            .collect()
+    }
 }
 
 impl<E, N, C, O> std::fmt::Debug for CandleModel<E, N, C, O> {
@@ -224,6 +238,19 @@ where
         shape_check("Q buffer", batch.len().to_string(), q.len().to_string())?;
         let chunks = self.per_chunk(batch, |c, first| self.chunk_q(c, first))?;
         for (dst, v) in q.iter_mut().zip(chunks.into_iter().flatten()) {
+            *dst = v;
+        }
+        Ok(())
+    }
+
+    fn output_curvature(&self, batch: &[E], mut r: ArrayViewMut1<'_, f32>) -> trak::Result<()> {
+        shape_check(
+            "curvature buffer",
+            batch.len().to_string(),
+            r.len().to_string(),
+        )?;
+        let chunks = self.per_chunk(batch, |c, _| self.chunk_r(c))?;
+        for (dst, v) in r.iter_mut().zip(chunks.into_iter().flatten()) {
             *dst = v;
         }
         Ok(())

@@ -16,12 +16,25 @@ pub trait Objective<E>: Sync {
     /// evaluate (a label out of range, a sequence longer than the outputs) is an `Err` with
     /// the reason; the adapter reports it as [`trak::Error::InvalidTarget`].
     fn eval(&self, e: &E, z: &[f32], df_dz: &mut [f32]) -> Result<OutputValue, String>;
+
+    /// The curvature r = ∂²L/∂f² of the training loss at raw outputs `z` (the example's
+    /// Gauss-Newton weight, see [`trak::Weighting`]); `None` (the default) if unknown, and
+    /// the adapter then refuses Gauss-Newton weighting with [`trak::Error::NoCurvature`].
+    fn curvature(&self, e: &E, z: &[f32]) -> Option<f32> {
+        let _ = (e, z);
+        None
+    }
 }
 
 impl<O: OutputFn> Objective<Sample> for O {
     fn eval(&self, e: &Sample, z: &[f32], df_dz: &mut [f32]) -> Result<OutputValue, String> {
         self.validate(z.len(), &e.target)?;
         Ok(OutputFn::eval(self, z, &e.target, df_dz))
+    }
+
+    fn curvature(&self, e: &Sample, z: &[f32]) -> Option<f32> {
+        self.validate(z.len(), &e.target).ok()?;
+        OutputFn::curvature(self, z, &e.target)
     }
 }
 
@@ -44,5 +57,11 @@ impl<E, O: OutputFn, F: Fn(&E) -> Target + Sync> Objective<E> for WithTarget<O, 
         let t = (self.target)(e);
         self.output.validate(z.len(), &t)?;
         Ok(self.output.eval(z, &t, df_dz))
+    }
+
+    fn curvature(&self, e: &E, z: &[f32]) -> Option<f32> {
+        let t = (self.target)(e);
+        self.output.validate(z.len(), &t).ok()?;
+        self.output.curvature(z, &t)
     }
 }

@@ -91,6 +91,9 @@ fn attention_layers_match_batch_size_one_backward() {
     let mut q = Array1::zeros(5);
     factored.output_q(&seqs(), q.view_mut()).unwrap();
     assert!(q.iter().all(|&v| v == 1.0));
+    // L = −f has no curvature in f: Gauss-Newton weighting is refused, not silently 0.
+    let r = factored.output_curvature(&seqs(), q.view_mut());
+    assert!(matches!(r, Err(trak::Error::NoCurvature)), "{r:?}");
 }
 
 #[test]

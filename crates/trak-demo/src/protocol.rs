@@ -22,7 +22,7 @@ use trak::eval::{grad_dot, lds, random_scores};
 use trak::models::Mlp;
 use trak::output::Margin;
 use trak::project::dense::prefix_features;
-use trak::{Error, ProjectorKind, Result, Ridge, Scores, TrainFeatures, Trak};
+use trak::{Error, ProjectorKind, Result, Ridge, Scores, TrainFeatures, Trak, Weighting};
 
 use crate::family::Family;
 use crate::truth::{GroundTruth, ground_truth};
@@ -49,6 +49,9 @@ pub struct BenchConfig {
     /// Other projectors evaluated next to the dense one (rows `trak-sparse`,
     /// `trak-factored`; see [`method_name`]), at every k and M, under the first ridge rule.
     pub extra_projectors: Vec<ProjectorKind>,
+    /// Kernel weightings evaluated next to plain TRAK on the dense features (rows
+    /// `trak-gn`, `trak-q`; see [`weighting_method`]), at every k, M and ridge rule.
+    pub weightings: Vec<Weighting>,
     /// Where to cache subset-model margins (`None`: no cache).
     pub cache_dir: Option<PathBuf>,
     /// Seed of the split, the subsets and the projections.
@@ -72,6 +75,7 @@ impl BenchConfig {
             proj_dims: vec![512, 2048, 4096],
             ridges: vec![Ridge::default()],
             extra_projectors: vec![ProjectorKind::SPARSE, ProjectorKind::Factored],
+            weightings: vec![Weighting::GaussNewton, Weighting::Q],
             cache_dir: Some(PathBuf::from("target/lds-cache")),
             seed: 0,
             verbose: true,
@@ -113,6 +117,16 @@ pub fn method_name(kind: ProjectorKind) -> String {
                 format!("trak-sparse-s{s}")
             }
         }
+    }
+}
+
+/// The method name of dense TRAK under a kernel weighting: `trak` (plain), `trak-gn`
+/// (Gauss-Newton), `trak-q` (Q).
+pub fn weighting_method(w: Weighting) -> &'static str {
+    match w {
+        Weighting::GaussNewton => "trak-gn",
+        Weighting::Q => "trak-q",
+        _ => "trak",
     }
 }
 
@@ -205,6 +219,15 @@ pub fn run(cfg: &BenchConfig) -> Result<BenchOutput> {
     Ok(out)
 }
 
+/// The finalised index, or `None` when a kernel is singular (λ = 0 with k ≥ n, …).
+fn finalize_or_singular(feats: &TrainFeatures) -> Result<Option<trak::TrakIndex>> {
+    match feats.finalize() {
+        Ok(i) => Ok(Some(i)),
+        Err(Error::NotPositiveDefinite { .. }) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 /// One family's protocol: its ground truth, checkpoints and dense features.
 struct Fam<'a> {
     cfg: &'a BenchConfig,
@@ -285,8 +308,20 @@ impl<'a> Fam<'a> {
             "{}: featurising at k = {k_max}",
             self.family.name()
         ));
-        let trak = Trak::builder().proj_dim(k_max).seed(cfg.seed).build()?;
+        // Gauss-Newton rows need each example's curvature, recorded while featurising.
+        let gn = cfg.weightings.contains(&Weighting::GaussNewton);
+        let record = if gn {
+            Weighting::GaussNewton
+        } else {
+            Weighting::None
+        };
+        let trak = Trak::builder()
+            .proj_dim(k_max)
+            .seed(cfg.seed)
+            .weighting(record)
+            .build()?;
         let (feats, psis) = self.featurize(&trak)?;
+        let feats = feats.with_weighting(Weighting::None);
         let mut rows = Vec::new();
         for &k in &cfg.proj_dims {
             let fk = if k == k_max {
@@ -306,6 +341,11 @@ impl<'a> Fam<'a> {
                 .collect::<Result<Vec<_>>>()?;
             for (ri, &ridge) in cfg.ridges.iter().enumerate() {
                 rows.extend(self.trak_rows(&fk, &psi_k, k, ridge, ri == 0)?);
+                for &w in &cfg.weightings {
+                    let fw = fk.with_weighting(w);
+                    let method = weighting_method(w);
+                    rows.extend(self.weighted_rows(&fw, &psi_k, k, ridge, method)?);
+                }
             }
             rows.extend(self.baseline_rows(&fk, &psi_k, k)?);
         }
@@ -323,11 +363,7 @@ impl<'a> Fam<'a> {
     ) -> Result<Vec<LdsRow>> {
         let cfg = self.cfg;
         cfg.log(format!("{}: k = {k}, {ridge:?}", self.family.name()));
-        let index = match fk.with_ridge(ridge)?.finalize() {
-            Ok(i) => Some(i),
-            Err(Error::NotPositiveDefinite { .. }) => None,
-            Err(e) => return Err(e),
-        };
+        let index = finalize_or_singular(&fk.with_ridge(ridge)?)?;
         let k_snap = cfg.proj_dims.iter().copied().filter(|&k| k <= 2048).max();
         let k_snap = k_snap.unwrap_or(*cfg.proj_dims.iter().max().expect("non-empty"));
         let m_max = *cfg.ensembles.iter().max().expect("checked non-empty");
@@ -358,6 +394,39 @@ impl<'a> Fam<'a> {
             rows.push(self.row("trak", k, m, Some(ridge), Some(v)));
         }
         Ok(rows)
+    }
+
+    /// TRAK under a kernel weighting at dimension `k` and one ridge rule, for every M.
+    fn weighted_rows(
+        &self,
+        fw: &TrainFeatures,
+        psi_k: &[Array2<f32>],
+        k: usize,
+        ridge: Ridge,
+        method: &str,
+    ) -> Result<Vec<LdsRow>> {
+        let index = finalize_or_singular(&fw.with_ridge(ridge)?)?;
+        let mut rows = Vec::new();
+        for &m in &self.cfg.ensembles {
+            let value = self.lds_of(index.as_ref(), psi_k, m)?;
+            rows.push(self.row(method, k, m, Some(ridge), value));
+        }
+        Ok(rows)
+    }
+
+    /// LDS of the first `m` checkpoints' scores under `index` (`None` if singular).
+    fn lds_of(
+        &self,
+        index: Option<&trak::TrakIndex>,
+        psis: &[Array2<f32>],
+        m: usize,
+    ) -> Result<Option<f64>> {
+        let Some(index) = index else {
+            return Ok(None);
+        };
+        let t: Vec<(u64, ArrayView2<'_, f32>)> =
+            (0..m).map(|i| (i as u64, psis[i].view())).collect();
+        Ok(Some(self.lds(&index.score_features(&t)?)?))
     }
 
     /// grad-dot, grad-cos and random at dimension `k`, for every M.
@@ -404,12 +473,10 @@ impl<'a> Fam<'a> {
                 psis[0].ncols(),
                 t0.elapsed().as_secs_f64()
             ));
-            let index = feats.finalize()?;
+            let index = finalize_or_singular(&feats)?;
             for &m in &cfg.ensembles {
-                let t: Vec<(u64, ArrayView2<'_, f32>)> =
-                    (0..m).map(|i| (i as u64, psis[i].view())).collect();
-                let v = self.lds(&index.score_features(&t)?)?;
-                rows.push(self.row(&method, k, m, Some(cfg.ridges[0]), Some(v)));
+                let v = self.lds_of(index.as_ref(), &psis, m)?;
+                rows.push(self.row(&method, k, m, Some(cfg.ridges[0]), v));
             }
         }
         Ok(rows)

@@ -1,0 +1,76 @@
+//! Weighting of the training examples in the kernel: K = Φᵀ W Φ + λI, W = diag(w).
+//!
+//! TRAK's estimator uses the plain Gram matrix ΦᵀΦ. Its derivation starts from the one-step
+//! Newton step of logistic regression, whose Hessian in feature space is the Gauss-Newton
+//! matrix Φᵀ R Φ with r_i = ∂²L/∂f² at example i (p(1 − p) for the margin; see
+//! [`crate::output`]). Scores keep TRAK's form, τ(z) = φ(z)ᵀ (ΦᵀWΦ + λI)⁻¹ Φᵀ Q, and only the
+//! kernel changes:
+//!
+//! | [`Weighting`] | w_i | needs |
+//! |---|---|---|
+//! | `None` | 1 (plain TRAK) | nothing |
+//! | `GaussNewton` | r_i | [`crate::Model::output_curvature`] |
+//! | `Q` | Q_i | Q ≥ 0 (the classification outputs; not regression's signed residual) |
+//!
+//! With the identity projector and λ equal to an L2 penalty, `GaussNewton` on logistic
+//! regression is exactly the one-step Newton estimate g_zᵀ H⁻¹ ∇ℓ_i of the regularised loss
+//! (tests/weighting.rs). A weight that is negative or not finite is refused
+//! ([`crate::Error::BadKernelWeight`]). Ridge rules apply to the weighted Gram matrix (its
+//! trace). Weighted kernels are in-memory only for now: [`crate::store::Run::create`] refuses
+//! them ([`crate::Error::UnsupportedWeighting`]).
+
+use ndarray::{Array1, ArrayView1};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// How training examples are weighted in the kernel; see the module docs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Weighting {
+    /// W = I: plain TRAK.
+    #[default]
+    None,
+    /// W = diag(r), r_i = ∂²L/∂f² (the Gauss-Newton Hessian).
+    GaussNewton,
+    /// W = diag(Q).
+    Q,
+}
+
+impl Weighting {
+    /// Every weighting, plain first.
+    pub const ALL: [Weighting; 3] = [Weighting::None, Weighting::GaussNewton, Weighting::Q];
+
+    /// Whether featurisation must record each training example's curvature r.
+    pub fn needs_curvature(self) -> bool {
+        self == Weighting::GaussNewton
+    }
+
+    /// Position in [`Weighting::ALL`].
+    pub(crate) fn index(self) -> usize {
+        self as usize
+    }
+
+    /// The weights of one checkpoint's training examples (`None` for plain TRAK), checked
+    /// finite and ≥ 0. `r` is the recorded curvature, if any.
+    pub(crate) fn weights(
+        self,
+        q: ArrayView1<'_, f32>,
+        r: Option<ArrayView1<'_, f32>>,
+        checkpoint: u64,
+    ) -> Result<Option<Array1<f64>>> {
+        let w = match self {
+            Weighting::None => return Ok(None),
+            Weighting::Q => q,
+            Weighting::GaussNewton => r.ok_or(Error::NoCurvature)?,
+        };
+        if let Some(example) = w.iter().position(|v| !(v.is_finite() && *v >= 0.0)) {
+            let value = w[example];
+            return Err(Error::BadKernelWeight {
+                example,
+                checkpoint,
+                value,
+            });
+        }
+        Ok(Some(w.mapv(|v| v as f64)))
+    }
+}
