@@ -1,5 +1,6 @@
 //! LDS of a small CNN trained in candle on MNIST-5k, attributed through `trak-candle` with the
-//! factored, sparse and dense projectors, against gradient similarity and random scores.
+//! factored, sparse and dense projectors, against gradient similarity and random scores; also
+//! TRAK with the curvature-weighted kernels (`trak-gn`, `trak-q`: `trak::Weighting`).
 //!
 //! The protocol is trak-demo's (seeded split, J random half-size subsets, a CNN retrained in
 //! candle on each, margins cached under `target/lds-cache/`). It also writes a PNG grid of the

@@ -10,9 +10,9 @@ use rayon::prelude::*;
 use trak::data::Sample;
 use trak::eval::{grad_dot, lds, random_scores};
 use trak::output::Margin;
-use trak::{Error, ProjectorKind, Result, Scores, TrainFeatures, Trak};
+use trak::{Error, ProjectorKind, Result, Scores, TrainFeatures, Trak, Weighting};
 use trak_candle::{CandleModel, SampleCollate};
-use trak_demo::protocol::BenchConfig;
+use trak_demo::protocol::{BenchConfig, weighting_method};
 use trak_demo::truth::{GroundTruth, ground_truth_with};
 
 use super::mnist_cnn::{CHANNELS, MnistCnn, Training};
@@ -78,7 +78,7 @@ pub fn projector_name(kind: ProjectorKind) -> String {
 /// One LDS measurement.
 #[derive(Debug, Clone)]
 pub struct CnnRow {
-    /// `trak`, `grad-dot`, `grad-cos` or `random`.
+    /// `trak`, `trak-gn`, `trak-q` (weighted kernels), `grad-dot`, `grad-cos` or `random`.
     pub method: &'static str,
     /// Projector of the features.
     pub projector: ProjectorKind,
@@ -199,18 +199,31 @@ fn projector_rows(
     truth: &GroundTruth,
 ) -> Result<(Vec<CnnRow>, Option<Scores>)> {
     let t0 = std::time::Instant::now();
+    // Gauss-Newton rows need the curvature, recorded while featurising.
+    let gn = b.weightings.contains(&Weighting::GaussNewton);
     let trak = Trak::builder()
         .proj_dim(k)
         .projector(kind)
         .seed(b.seed)
+        .weighting(if gn {
+            Weighting::GaussNewton
+        } else {
+            Weighting::None
+        })
         .build()?;
     let (feats, psis) = featurize(&trak, models, train, targets)?;
+    let feats = feats.with_weighting(Weighting::None);
     b.log(format!(
         "cnn: {} k = {k} featurised in {:.1} s",
         projector_name(kind),
         t0.elapsed().as_secs_f64()
     ));
     let index = feats.finalize()?;
+    let weighted = b
+        .weightings
+        .iter()
+        .map(|&w| Ok((weighting_method(w), feats.with_weighting(w).finalize()?)))
+        .collect::<Result<Vec<_>>>()?;
     let value = |s: &Scores| -> Result<f64> {
         Ok(lds(truth.masks.view(), s.values(), truth.margins.view())?.mean)
     };
@@ -228,6 +241,9 @@ fn projector_rows(
             (0..m).map(|i| (i as u64, psis[i].view())).collect();
         let scores = index.score_features(&t)?;
         rows.push(row("trak", m, value(&scores)?));
+        for (method, wi) in &weighted {
+            rows.push(row(method, m, value(&wi.score_features(&t)?)?));
+        }
         let phis: Vec<_> = (0..m)
             .map(|i| feats.features(i as u64).expect("featurised"))
             .collect();
