@@ -11,7 +11,7 @@
 //! `--projectors sparse:4,sparse:1,factored,gaussian|none` (rows next to the dense TRAK; the
 //! default is the default sparse and the factored projector), `--weightings gn,q|none`
 //! (curvature-weighted kernels on the dense features, rows `trak-gn` and `trak-q`; default
-//! both), `--no-cache`. Subset-model margins are cached
+//! both), `--ensembles 1,5,20` (checkpoint counts M; the largest is trained), `--no-cache`. Subset-model margins are cached
 //! in `target/lds-cache/`, so re-runs skip the retraining. Pictures (scatter plots and top-8
 //! grids) go to `target/lds-pictures/`; `--update-docs` writes them to `docs/img/` instead (for
 //! the documentation, after a full run). See docs/VALIDATION.md.
@@ -82,6 +82,20 @@ fn config(args: &Args) -> trak::Result<BenchConfig> {
     }
     if let Some(k) = args.proj_dims()? {
         cfg.proj_dims = k;
+    }
+    if let Some(list) = args.value("--ensembles") {
+        cfg.ensembles = list
+            .split(',')
+            .map(|v| {
+                v.parse().ok().filter(|&m: &usize| m >= 1).ok_or_else(|| {
+                    trak::Error::InvalidParameter {
+                        parameter: "--ensembles",
+                        value: v.into(),
+                        expected: "comma-separated checkpoint counts ≥ 1".into(),
+                    }
+                })
+            })
+            .collect::<trak::Result<_>>()?;
     }
     if args.flag("--no-cache") {
         cfg.cache_dir = None;
