@@ -32,7 +32,7 @@ use trak::data::Sample;
 use trak::models::Mlp;
 use trak::output::Margin;
 use trak::{FactoredModel, Model, ProjectorKind, Trak};
-use trak_candle::{CandleModel, SampleCollate};
+use trak_candle::{CandleContext, CandleModel, SampleCollate};
 use trak_demo::cli::Args;
 use trak_demo::yardstick::best_of;
 
@@ -83,11 +83,7 @@ fn lm_rates(k: usize, threads: usize) -> trak::Result<()> {
         heads: cfg.heads,
         layers: cfg.layers,
     };
-    let net = tiny_lm::TinyLm::init(lm, &VarMap::new(), 0).map_err(|e| trak::Error::Framework {
-        framework: "candle",
-        context: "init".into(),
-        source: Box::new(e),
-    })?;
+    let net = tiny_lm::TinyLm::init(lm, &VarMap::new(), 0).ctx("init")?;
     let collate = trak_candle::TokenCollate {
         context: lm.context,
         pad: facts::PAD,
@@ -156,11 +152,7 @@ fn main() -> trak::Result<()> {
     }
 
     let map = VarMap::new();
-    let cnn = mnist_cnn::MnistCnn::init(&map, 0).map_err(|e| trak::Error::Framework {
-        framework: "candle",
-        context: "init".into(),
-        source: Box::new(e),
-    })?;
+    let cnn = mnist_cnn::MnistCnn::init(&map, 0).ctx("init")?;
     let model = CandleModel::builder(&cnn, SampleCollate::new(&[1, 28, 28]), Margin)
         .build(&cnn_data[..8])?;
     let cf = factor_rate(&model, &cnn_data, 256);

@@ -23,16 +23,12 @@ mod torch_ref;
 
 use trak::output::Margin;
 use trak::{ProjectorKind, Trak};
-use trak_candle::{CandleModel, SampleCollate};
+use trak_candle::{CandleContext, CandleModel, SampleCollate};
 
 fn main() -> trak::Result<()> {
     let (train, held, held_idx) = torch_ref::torch_split()?;
     let net = torch_ref::torch_cnn()?;
-    let acc = net.accuracy(&held).map_err(|e| trak::Error::Framework {
-        framework: "candle",
-        context: "accuracy".into(),
-        source: Box::new(e),
-    })?;
+    let acc = net.accuracy(&held).ctx("accuracy")?;
     eprintln!("[torch] PyTorch CNN, held-out accuracy in candle: {acc:.4}");
     let model =
         CandleModel::builder(&net, SampleCollate::new(&[1, 28, 28]), Margin).build(&train[..8])?;

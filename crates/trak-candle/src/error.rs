@@ -1,4 +1,4 @@
-//! How candle's errors become [`trak::Error`]s.
+//! How candle's errors become [`trak::Error`]s ([`CandleContext`]).
 //!
 //! Every candle error is reported as [`trak::Error::Framework`] with `framework = "candle"`,
 //! the adapter's step as context and candle's error as the source. A refusal recorded by the
@@ -6,8 +6,17 @@
 //! precedence: the forward pass is stopped with a candle error, and the typed
 //! [`trak::Error::Unattributable`] is what the caller sees.
 
-/// Extension for `candle::Result`: attach the adapter's step and convert.
-pub(crate) trait CandleContext<T> {
+/// Extension for `candle::Result`: attach what was being done and convert to
+/// [`trak::Error::Framework`], so candle code in a `trak::Result` function can use `?`:
+///
+/// ```
+/// use trak_candle::CandleContext;
+/// fn zeros() -> trak::Result<candle::Tensor> {
+///     candle::Tensor::zeros(3, candle::DType::F32, &candle::Device::Cpu).ctx("making zeros")
+/// }
+/// # assert_eq!(zeros().unwrap().dims(), &[3]);
+/// ```
+pub trait CandleContext<T> {
     /// Converts a candle error into [`trak::Error::Framework`] with `context`.
     fn ctx(self, context: &str) -> trak::Result<T>;
 }

@@ -86,6 +86,7 @@ pub mod sequence;
 
 pub use builder::{CandleModelBuilder, DEFAULT_CHUNK_ROWS};
 pub use collate::{Collate, SampleCollate};
+pub use error::CandleContext;
 pub use layers::{LayerInfo, LayerKind};
 pub use model::CandleModel;
 pub use network::Network;

@@ -11,7 +11,7 @@ use trak::data::Sample;
 use trak::eval::{grad_dot, lds, random_scores};
 use trak::output::Margin;
 use trak::{Error, ProjectorKind, Result, Scores, TrainFeatures, Trak, Weighting};
-use trak_candle::{CandleModel, SampleCollate};
+use trak_candle::{CandleContext, CandleModel, SampleCollate};
 use trak_demo::protocol::{BenchConfig, weighting_method};
 use trak_demo::truth::{GroundTruth, ground_truth_with};
 
@@ -115,14 +115,6 @@ pub struct CnnOutput {
     pub accuracy: Vec<f64>,
 }
 
-fn framework(e: candle::Error) -> Error {
-    Error::Framework {
-        framework: "candle",
-        context: "training the CNN".into(),
-        source: Box::new(e),
-    }
-}
-
 /// Runs the protocol.
 pub fn run(cfg: &CnnConfig) -> Result<CnnOutput> {
     let b = &cfg.bench;
@@ -131,8 +123,8 @@ pub fn run(cfg: &CnnConfig) -> Result<CnnOutput> {
     let settings =
         format!("cnn channels={CHANNELS:?} training={t:?} init=chacha8-uniform pool=ops");
     let truth = ground_truth_with(b, "cnn", &settings, &train, &targets, |subset, seed| {
-        let (net, _) = MnistCnn::train(subset, seed, t).map_err(framework)?;
-        net.margins(&targets).map_err(framework)
+        let (net, _) = MnistCnn::train(subset, seed, t).ctx("training the CNN")?;
+        net.margins(&targets).ctx("training the CNN")
     })?;
     let m_max = *b.ensembles.iter().max().ok_or(Error::Empty("ensembles"))?;
     b.log(format!("cnn: training {m_max} checkpoints"));
@@ -141,12 +133,12 @@ pub fn run(cfg: &CnnConfig) -> Result<CnnOutput> {
         .map(|seed| {
             MnistCnn::train(&train, seed, t)
                 .map(|(n, _)| n)
-                .map_err(framework)
+                .ctx("training the CNN")
         })
         .collect::<Result<_>>()?;
     let accuracy = nets
         .iter()
-        .map(|n| n.accuracy(&targets).map_err(framework))
+        .map(|n| n.accuracy(&targets).ctx("training the CNN"))
         .collect::<Result<_>>()?;
     let models: Vec<CnnModel> = nets
         .into_iter()

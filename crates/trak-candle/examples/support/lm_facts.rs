@@ -11,8 +11,8 @@ use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
 use trak::eval::{grad_dot, random_scores};
-use trak::{Error, ProjectorKind, Result, Trak};
-use trak_candle::{CandleModel, SequenceObjective, TokenCollate, TokenSeq};
+use trak::{ProjectorKind, Result, Trak};
+use trak_candle::{CandleContext, CandleModel, SequenceObjective, TokenCollate, TokenSeq};
 
 use super::facts::{self, Corpus, PAD, VOCAB};
 use super::tiny_lm::{self, LmConfig, LmTraining, TinyLm};
@@ -160,14 +160,6 @@ pub struct FactsOutput {
     pub mean_logp: f64,
 }
 
-fn candle_err(e: candle::Error) -> Error {
-    Error::Framework {
-        framework: "candle",
-        context: "the tiny transformer".into(),
-        source: Box::new(e),
-    }
-}
-
 type LmModel<'a> = CandleModel<TokenSeq, &'a TinyLm, TokenCollate, SequenceObjective>;
 
 fn adapter<'a>(lm: &'a TinyLm, cfg: &LmConfig, docs: &[TokenSeq]) -> Result<LmModel<'a>> {
@@ -266,8 +258,8 @@ fn retrained_delta(
         .filter(|(i, _)| !removed.contains(i))
         .map(|(_, d)| d.clone())
         .collect();
-    let m = tiny_lm::train(lm, &kept, 0, cfg.training).map_err(candle_err)?;
-    let after = tiny_lm::log_probs(&m, queries).map_err(candle_err)?;
+    let m = tiny_lm::train(lm, &kept, 0, cfg.training).ctx("the tiny transformer")?;
+    let after = tiny_lm::log_probs(&m, queries).ctx("the tiny transformer")?;
     Ok(after
         .iter()
         .zip(base)
@@ -302,7 +294,7 @@ fn removal(
     let mut all: Vec<usize> = (0..docs.len()).collect();
     all.shuffle(&mut rng);
     let random: Vec<usize> = all.into_iter().take(top.len()).collect();
-    let base_logp = tiny_lm::log_probs(base, &qs).map_err(candle_err)?;
+    let base_logp = tiny_lm::log_probs(base, &qs).ctx("the tiny transformer")?;
     let mut rows = Vec::new();
     for (kind, removed) in [("top", &top), ("random", &random)] {
         cfg.log(format!(
@@ -340,11 +332,11 @@ pub fn run(cfg: &FactsConfig) -> Result<FactsOutput> {
     ));
     let t0 = std::time::Instant::now();
     let nets: Vec<TinyLm> = (0..cfg.checkpoints as u64)
-        .map(|seed| tiny_lm::train(lm, &docs, seed, cfg.training).map_err(candle_err))
+        .map(|seed| tiny_lm::train(lm, &docs, seed, cfg.training).ctx("the tiny transformer"))
         .collect::<Result<_>>()?;
     cfg.log(format!("trained in {:.1} s", t0.elapsed().as_secs_f64()));
     let queries: Vec<TokenSeq> = corpus.facts.iter().map(|f| f.query()).collect();
-    let logp = tiny_lm::log_probs(&nets[0], &queries).map_err(candle_err)?;
+    let logp = tiny_lm::log_probs(&nets[0], &queries).ctx("the tiny transformer")?;
     let mean_logp = logp.iter().map(|&v| v as f64).sum::<f64>() / logp.len() as f64;
     let models = nets
         .iter()

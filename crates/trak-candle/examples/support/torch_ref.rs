@@ -13,6 +13,7 @@ use candle_nn::VarBuilder;
 use ndarray::{Array1, Array2};
 use trak::data::Sample;
 use trak::{Error, Model, Result};
+use trak_candle::CandleContext;
 
 use super::mnist_cnn::MnistCnn;
 
@@ -23,24 +24,15 @@ pub fn data_file(name: &str) -> PathBuf {
         .join(name)
 }
 
-fn framework(context: &str) -> impl Fn(candle::Error) -> Error + '_ {
-    move |e| Error::Framework {
-        framework: "candle",
-        context: context.into(),
-        source: Box::new(e),
-    }
-}
-
 /// The tensors of a safetensors file.
 pub fn read(name: &str) -> Result<HashMap<String, Tensor>> {
-    candle::safetensors::load(data_file(name), &Device::Cpu)
-        .map_err(framework("reading a safetensors file"))
+    candle::safetensors::load(data_file(name), &Device::Cpu).ctx("reading a safetensors file")
 }
 
 /// The PyTorch-trained CNN, its state dict read by name (upcast to f32 if it were not).
 pub fn torch_cnn() -> Result<MnistCnn> {
     let vb = VarBuilder::from_tensors(read("torch_cnn.safetensors")?, DType::F32, &Device::Cpu);
-    MnistCnn::from_vb(vb).map_err(framework("building the CNN from the state dict"))
+    MnistCnn::from_vb(vb).ctx("building the CNN from the state dict")
 }
 
 /// The split `data/torch_cnn.py` trained with: digits with index i % 5 ≠ 0 are the training
@@ -74,24 +66,16 @@ pub fn check<M: Model<Example = Sample>>(net: &MnistCnn, model: &M) -> Result<To
         r.get(k)
             .ok_or(Error::Empty("a tensor of the reference file"))
     };
-    let indices = get("indices")?
-        .to_vec1::<i64>()
-        .map_err(framework("reading indices"))?;
+    let indices = get("indices")?.to_vec1::<i64>().ctx("reading indices")?;
     let all = trak_demo::mnist_5k()?.samples();
     let digits: Vec<Sample> = indices.iter().map(|&i| all[i as usize].clone()).collect();
-    let torch_f = get("margins")?
-        .to_vec1::<f32>()
-        .map_err(framework("reading margins"))?;
-    let ours_f = net
-        .margins(&digits)
-        .map_err(framework("computing margins"))?;
+    let torch_f = get("margins")?.to_vec1::<f32>().ctx("reading margins")?;
+    let ours_f = net.margins(&digits).ctx("computing margins")?;
     let margins_max_abs_err = ours_f
         .iter()
         .zip(&torch_f)
         .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
-    let g = get("grads")?
-        .to_vec2::<f32>()
-        .map_err(framework("reading gradients"))?;
+    let g = get("grads")?.to_vec2::<f32>().ctx("reading gradients")?;
     let torch_g = Array2::from_shape_vec((g.len(), g[0].len()), g.concat()).expect("rectangular");
     let mut ours = Array2::zeros((digits.len(), model.num_params()));
     model.output_grads(&digits, ours.view_mut())?;
