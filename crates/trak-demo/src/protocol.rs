@@ -219,6 +219,47 @@ pub fn run(cfg: &BenchConfig) -> Result<BenchOutput> {
     Ok(out)
 }
 
+/// Training features of every checkpoint (ids 0, 1, … in order) and each one's target
+/// features, under `trak`: what every protocol of the workspace attributes with.
+pub fn featurize_all<M: trak::Model>(
+    trak: &Trak,
+    models: &[M],
+    train: &[M::Example],
+    targets: &[M::Example],
+) -> Result<(TrainFeatures, Vec<Array2<f32>>)> {
+    let mut feats = trak.featurizer();
+    let mut psis = Vec::with_capacity(models.len());
+    for (id, m) in models.iter().enumerate() {
+        feats.featurize(id as u64, m, train)?;
+        psis.push(trak.features(id as u64, m, targets)?);
+    }
+    Ok((feats, psis))
+}
+
+/// The baselines on the first `m` checkpoints' features, in row order: `grad-dot` and
+/// `grad-cos` (averaged over the checkpoints), then `random` scores drawn with `seed`.
+pub fn baseline_scores(
+    feats: &TrainFeatures,
+    psis: &[Array2<f32>],
+    m: usize,
+    seed: u64,
+) -> Result<Vec<(&'static str, Scores)>> {
+    let phis: Vec<ArrayView2<'_, f32>> = (0..m)
+        .map(|i| {
+            feats
+                .features(i as u64)
+                .ok_or(Error::UnknownCheckpoint(i as u64))
+        })
+        .collect::<Result<_>>()?;
+    let ps: Vec<ArrayView2<'_, f32>> = psis[..m].iter().map(|p| p.view()).collect();
+    let n_targets = psis.first().map_or(0, |p| p.nrows());
+    Ok(vec![
+        ("grad-dot", grad_dot(&phis, &ps, false)?),
+        ("grad-cos", grad_dot(&phis, &ps, true)?),
+        ("random", random_scores(phis[0].nrows(), n_targets, seed)),
+    ])
+}
+
 /// The finalised index, or `None` when a kernel is singular (λ = 0 with k ≥ n, …).
 fn finalize_or_singular(feats: &TrainFeatures) -> Result<Option<trak::TrakIndex>> {
     match feats.finalize() {
@@ -291,13 +332,7 @@ impl<'a> Fam<'a> {
 
     /// Training features of every checkpoint and target features, under `trak`.
     fn featurize(&self, trak: &Trak) -> Result<(TrainFeatures, Vec<Array2<f32>>)> {
-        let mut feats = trak.featurizer();
-        let mut psis = Vec::new();
-        for (id, m) in self.models.iter().enumerate() {
-            feats.featurize(id as u64, m, self.train)?;
-            psis.push(trak.features(id as u64, m, self.targets)?);
-        }
-        Ok((feats, psis))
+        featurize_all(trak, &self.models, self.train, self.targets)
     }
 
     /// The dense TRAK rows (every k, ridge and M) and the baselines on the same features.
@@ -438,17 +473,10 @@ impl<'a> Fam<'a> {
     ) -> Result<Vec<LdsRow>> {
         let mut rows = Vec::new();
         for &m in &self.cfg.ensembles {
-            let phis: Vec<ArrayView2<'_, f32>> = (0..m)
-                .map(|i| fk.features(i as u64).expect("featurised"))
-                .collect();
-            let ps: Vec<ArrayView2<'_, f32>> = psi_k[..m].iter().map(|p| p.view()).collect();
-            for (method, cosine) in [("grad-dot", false), ("grad-cos", true)] {
-                let v = self.lds(&grad_dot(&phis, &ps, cosine)?)?;
-                rows.push(self.row(method, k, m, None, Some(v)));
-            }
             let seed = self.cfg.seed ^ ((k as u64) << 32) ^ m as u64;
-            let random = random_scores(self.train.len(), self.targets.len(), seed);
-            rows.push(self.row("random", k, m, None, Some(self.lds(&random)?)));
+            for (method, scores) in baseline_scores(fk, psi_k, m, seed)? {
+                rows.push(self.row(method, k, m, None, Some(self.lds(&scores)?)));
+            }
         }
         Ok(rows)
     }

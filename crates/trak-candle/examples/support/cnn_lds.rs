@@ -5,14 +5,14 @@
 // Shared by several examples and tests; not each uses every item.
 #![allow(dead_code)]
 
-use ndarray::{Array2, ArrayView2};
+use ndarray::ArrayView2;
 use rayon::prelude::*;
 use trak::data::Sample;
-use trak::eval::{grad_dot, lds, random_scores};
+use trak::eval::lds;
 use trak::output::Margin;
-use trak::{Error, ProjectorKind, Result, Scores, TrainFeatures, Trak, Weighting};
+use trak::{Error, ProjectorKind, Result, Scores, Trak, Weighting};
 use trak_candle::{CandleContext, CandleModel, SampleCollate};
-use trak_demo::protocol::{BenchConfig, weighting_method};
+use trak_demo::protocol::{BenchConfig, baseline_scores, featurize_all, weighting_method};
 use trak_demo::truth::{GroundTruth, ground_truth_with};
 
 use super::mnist_cnn::{CHANNELS, MnistCnn, Training};
@@ -164,22 +164,6 @@ pub fn run(cfg: &CnnConfig) -> Result<CnnOutput> {
     Ok(out)
 }
 
-/// Training features of every checkpoint and target features under `trak`.
-pub fn featurize(
-    trak: &Trak,
-    models: &[CnnModel],
-    train: &[Sample],
-    targets: &[Sample],
-) -> Result<(TrainFeatures, Vec<Array2<f32>>)> {
-    let mut feats = trak.featurizer();
-    let mut psis = Vec::new();
-    for (id, m) in models.iter().enumerate() {
-        feats.featurize(id as u64, m, train)?;
-        psis.push(trak.features(id as u64, m, targets)?);
-    }
-    Ok((feats, psis))
-}
-
 /// TRAK and the baselines for one projector and k, at every M.
 fn projector_rows(
     b: &BenchConfig,
@@ -203,7 +187,7 @@ fn projector_rows(
             Weighting::None
         })
         .build()?;
-    let (feats, psis) = featurize(&trak, models, train, targets)?;
+    let (feats, psis) = featurize_all(&trak, models, train, targets)?;
     let feats = feats.with_weighting(Weighting::None);
     b.log(format!(
         "cnn: {} k = {k} featurised in {:.1} s",
@@ -236,19 +220,10 @@ fn projector_rows(
         for (method, wi) in &weighted {
             rows.push(row(method, m, value(&wi.score_features(&t)?)?));
         }
-        let phis: Vec<_> = (0..m)
-            .map(|i| feats.features(i as u64).expect("featurised"))
-            .collect();
-        let ps: Vec<_> = psis[..m].iter().map(|p| p.view()).collect();
-        for (method, cosine) in [("grad-dot", false), ("grad-cos", true)] {
-            rows.push(row(method, m, value(&grad_dot(&phis, &ps, cosine)?)?));
-        }
         let seed = b.seed ^ ((k as u64) << 32) ^ m as u64;
-        rows.push(row(
-            "random",
-            m,
-            value(&random_scores(train.len(), targets.len(), seed))?,
-        ));
+        for (method, s) in baseline_scores(&feats, &psis, m, seed)? {
+            rows.push(row(method, m, value(&s)?));
+        }
         kept = Some(scores);
     }
     Ok((rows, kept))

@@ -10,9 +10,9 @@ use ndarray::{Array2, ArrayView2};
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
-use trak::eval::{grad_dot, random_scores};
 use trak::{ProjectorKind, Result, Trak};
 use trak_candle::{CandleContext, CandleModel, SequenceObjective, TokenCollate, TokenSeq};
+use trak_demo::protocol::{baseline_scores, featurize_all};
 
 use super::facts::{self, Corpus, PAD, VOCAB};
 use super::tiny_lm::{self, LmConfig, LmTraining, TinyLm};
@@ -185,13 +185,8 @@ fn method_scores(
         .projector(ProjectorKind::Factored)
         .seed(cfg.seed)
         .build()?;
-    let mut feats = trak.featurizer();
-    let mut psis = Vec::new();
     let t0 = std::time::Instant::now();
-    for (id, m) in models.iter().enumerate() {
-        feats.featurize(id as u64, m, docs)?;
-        psis.push(trak.features(id as u64, m, queries)?);
-    }
+    let (feats, psis) = featurize_all(&trak, models, docs, queries)?;
     cfg.log(format!(
         "featurised {} documents × {} checkpoints in {:.1} s",
         docs.len(),
@@ -204,27 +199,17 @@ fn method_scores(
         .map(|(i, p)| (i as u64, p.view()))
         .collect();
     let tr = feats.finalize()?.score_features(&t)?.values().to_owned();
-    let phis: Vec<_> = (0..models.len())
-        .map(|i| feats.features(i as u64).expect("featurised"))
-        .collect();
-    let ps: Vec<_> = psis.iter().map(|p| p.view()).collect();
-    let dot = grad_dot(&phis, &ps, false)?.values().to_owned();
-    let cos = grad_dot(&phis, &ps, true)?.values().to_owned();
-    let rand = random_scores(docs.len(), queries.len(), cfg.seed)
-        .values()
-        .to_owned();
+    let mut out = vec![("trak", tr)];
+    for (method, s) in baseline_scores(&feats, &psis, models.len(), cfg.seed)? {
+        out.push((method, s.values().to_owned()));
+    }
     let mut lex = Array2::zeros((docs.len(), queries.len()));
     for (q, f) in corpus.facts.iter().enumerate() {
         let s = facts::bm25(&corpus.docs, &format!("{}{}", f.prompt, f.completion));
         lex.column_mut(q).assign(&ndarray::Array1::from(s));
     }
-    Ok(vec![
-        ("trak", tr),
-        ("grad-dot", dot),
-        ("grad-cos", cos),
-        ("random", rand),
-        ("lexical", lex),
-    ])
+    out.push(("lexical", lex));
+    Ok(out)
 }
 
 fn tracing(corpus: &Corpus, method: &'static str, s: &Array2<f32>) -> FactsRow {

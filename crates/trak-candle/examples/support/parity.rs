@@ -6,14 +6,15 @@
 
 use ndarray::{Array2, ArrayView2};
 use rayon::prelude::*;
+use trak::data::Sample;
 use trak::eval::lds;
 use trak::models::Mlp;
 use trak::output::Margin;
 use trak::{Model, ProjectorKind, Result, Trak};
 use trak_candle::{CandleModel, SampleCollate};
 use trak_demo::family::Family;
-use trak_demo::protocol::{BenchConfig, split};
-use trak_demo::truth::ground_truth;
+use trak_demo::protocol::{BenchConfig, featurize_all, split};
+use trak_demo::truth::{GroundTruth, ground_truth};
 
 use super::mlp_net::MlpNet;
 
@@ -33,29 +34,29 @@ fn rel_err(a: ArrayView2<'_, f32>, b: ArrayView2<'_, f32>) -> f32 {
     a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs())) / scale
 }
 
-/// LDS of TRAK with the first `m` checkpoints of `models` at dimension `k`.
-fn trak_lds<M: Model<Example = trak::data::Sample>>(
+/// LDS of TRAK with every checkpoint of `models` at dimension `k`, and the features it used
+/// (training then target features of each checkpoint).
+fn trak_lds<M: Model<Example = Sample>>(
     cfg: &BenchConfig,
     models: &[M],
     k: usize,
-    truth: &trak_demo::truth::GroundTruth,
+    (train, targets): (&[Sample], &[Sample]),
+    truth: &GroundTruth,
 ) -> Result<(f64, Vec<Array2<f32>>)> {
-    let (train, targets, _, _) = split(cfg)?;
     let trak = Trak::builder().proj_dim(k).seed(cfg.seed).build()?;
-    let mut feats = trak.featurizer();
-    let mut all = Vec::new();
-    for (id, m) in models.iter().enumerate() {
-        feats.featurize(id as u64, m, &train)?;
-        all.push(feats.features(id as u64).expect("featurised").to_owned());
-        all.push(trak.features(id as u64, m, &targets)?);
-    }
-    let refs: Vec<(u64, &M)> = models
+    let (feats, psis) = featurize_all(&trak, models, train, targets)?;
+    let views: Vec<(u64, ArrayView2<'_, f32>)> = psis
         .iter()
         .enumerate()
-        .map(|(i, m)| (i as u64, m))
+        .map(|(i, p)| (i as u64, p.view()))
         .collect();
-    let scores = feats.finalize()?.score(&refs, &targets)?;
+    let scores = feats.finalize()?.score_features(&views)?;
     let v = lds(truth.masks.view(), scores.values(), truth.margins.view())?.mean;
+    let mut all = Vec::with_capacity(2 * models.len());
+    for (i, psi) in psis.into_iter().enumerate() {
+        all.push(feats.features(i as u64).expect("featurised").to_owned());
+        all.push(psi);
+    }
     Ok((v, all))
 }
 
@@ -75,8 +76,8 @@ pub fn run(cfg: &BenchConfig, m: usize, k: usize) -> Result<Parity> {
                 .build(&train[..8])
         })
         .collect::<Result<Vec<_>>>()?;
-    let (lds_builtin, fb) = trak_lds(cfg, &builtin, k, &truth)?;
-    let (lds_candle, fc) = trak_lds(cfg, &candle, k, &truth)?;
+    let (lds_builtin, fb) = trak_lds(cfg, &builtin, k, (&train, &targets), &truth)?;
+    let (lds_candle, fc) = trak_lds(cfg, &candle, k, (&train, &targets), &truth)?;
     let mut err = fb
         .iter()
         .zip(&fc)
