@@ -29,18 +29,20 @@ pub(crate) fn chunk_layer(
     grad: Option<&Tensor>,
     real: usize,
 ) -> candle::Result<ChunkLayer> {
-    let rows = real * info.positions;
+    // Padded examples are dropped first: no im2col or copy is spent on them.
+    let input = call.input.narrow(0, 0, real)?;
     let acts = match info.kind {
-        LayerKind::Linear => call.input.reshape(((), info.in_features))?,
+        LayerKind::Linear => input.reshape(((), info.in_features))?,
         LayerKind::Conv2d {
             kernel,
             padding,
             stride,
-        } => im2col(&call.input, kernel, padding, stride)?,
+        } => im2col(&input, kernel, padding, stride)?,
     };
-    let acts = to_vec(&acts.narrow(0, 0, rows)?)?;
+    let acts = to_vec(&acts)?;
     let deltas = match grad {
         Some(g) => {
+            let g = g.narrow(0, 0, real)?;
             let g = match info.kind {
                 LayerKind::Linear => g.reshape(((), info.out_dim))?,
                 LayerKind::Conv2d { .. } => g
@@ -48,10 +50,10 @@ pub(crate) fn chunk_layer(
                     .contiguous()?
                     .reshape(((), info.out_dim))?,
             };
-            to_vec(&g.narrow(0, 0, rows)?)?
+            to_vec(&g)?
         }
         // The output does not depend on this layer: its gradient is zero.
-        None => vec![0.0; rows * info.out_dim],
+        None => vec![0.0; real * info.positions * info.out_dim],
     };
     Ok(ChunkLayer { acts, deltas })
 }

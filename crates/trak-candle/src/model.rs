@@ -154,18 +154,23 @@ where
         Ok(())
     }
 
-    /// Q of one chunk.
-    fn chunk_q(&self, chunk: &[E], first: usize) -> trak::Result<Vec<f32>> {
+    /// Raw outputs of one padded chunk (no taps, weights detached).
+    fn raw_outputs(&self, chunk: &[E]) -> trak::Result<candle::Tensor> {
         let x = padded_inputs(&self.collate, chunk, self.chunk_rows, &self.device)?;
         let (z, _) = forward(&self.net, &x, Mode::detached(None), "the forward pass")?;
+        Ok(z)
+    }
+
+    /// Q of one chunk.
+    fn chunk_q(&self, chunk: &[E], first: usize) -> trak::Result<Vec<f32>> {
+        let z = self.raw_outputs(chunk)?;
         let (_, values) = eval_outputs(&self.output, &z, chunk, first)?;
         Ok(values.iter().map(|v| v.q).collect())
     }
 
     /// The curvature r of each example of one chunk.
     fn chunk_r(&self, chunk: &[E]) -> trak::Result<Vec<f32>> {
-        let x = padded_inputs(&self.collate, chunk, self.chunk_rows, &self.device)?;
-        let (z, _) = forward(&self.net, &x, Mode::detached(None), "the forward pass")?;
+        let z = self.raw_outputs(chunk)?;
         let width = z.elem_count() / z.dims()[0].max(1);
         let zv = z.flatten_all().and_then(|t| t.to_vec1::<f32>());
         let zv = zv.ctx("reading the network output")?;
