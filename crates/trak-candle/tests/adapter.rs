@@ -3,18 +3,12 @@
 mod common;
 
 use candle_nn::VarMap;
-use common::{Cnn, MlpNet, rel_err, samples};
-use ndarray::{Array1, Array2};
+use common::{Cnn, MlpNet, grads, rel_err, samples};
+use ndarray::Array1;
 use trak::models::Mlp;
 use trak::output::Margin;
 use trak::{Model, ProjectorKind, Trak};
 use trak_candle::{CandleModel, SampleCollate};
-
-fn grads<M: Model>(m: &M, batch: &[M::Example]) -> Array2<f32> {
-    let mut g = Array2::zeros((batch.len(), m.num_params()));
-    m.output_grads(batch, g.view_mut()).unwrap();
-    g
-}
 
 fn qs<M: Model>(m: &M, batch: &[M::Example]) -> Array1<f32> {
     let mut q = Array1::zeros(batch.len());

@@ -2,12 +2,14 @@
 //! passes, the sequence log-probability against finite differences in the parameters, and
 //! padding invariance.
 
+mod common;
 #[path = "../examples/support/tiny_lm.rs"]
 mod tiny_lm;
 
 use candle::Var;
 use candle_nn::VarMap;
-use ndarray::{Array1, Array2};
+use common::{grads, rel_err};
+use ndarray::Array1;
 use tiny_lm::{LmConfig, TinyLm};
 use trak::{FactoredModel, Model, ProjectorKind, Trak};
 use trak_candle::{CandleModel, SequenceObjective, TokenCollate, TokenSeq};
@@ -43,17 +45,6 @@ fn linear_vars(map: &VarMap) -> Vec<(String, Var)> {
         .flat_map(|l| ["weight", "bias"].map(|p| format!("{l}.{p}")))
         .map(|n| (n.clone(), d[&n].clone()))
         .collect()
-}
-
-fn grads<M: Model>(m: &M, batch: &[M::Example]) -> Array2<f32> {
-    let mut g = Array2::zeros((batch.len(), m.num_params()));
-    m.output_grads(batch, g.view_mut()).unwrap();
-    g
-}
-
-fn rel_err(a: &Array2<f32>, b: &Array2<f32>) -> f32 {
-    let scale = a.iter().fold(0f32, |m, v| m.max(v.abs()));
-    a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs())) / scale
 }
 
 fn model(

@@ -67,6 +67,13 @@ pub fn samples(n: usize, d: usize, classes: usize, seed: u64) -> Vec<Sample> {
         .samples()
 }
 
+/// The model's per-example output gradients of `batch`.
+pub fn grads<M: trak::Model>(m: &M, batch: &[M::Example]) -> ndarray::Array2<f32> {
+    let mut g = ndarray::Array2::zeros((batch.len(), m.num_params()));
+    m.output_grads(batch, g.view_mut()).unwrap();
+    g
+}
+
 /// max |a − b| / max |a|.
 pub fn rel_err(a: &ndarray::Array2<f32>, b: &ndarray::Array2<f32>) -> f32 {
     assert_eq!(a.dim(), b.dim());
