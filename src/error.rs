@@ -329,15 +329,6 @@ pub enum Error {
         value: f32,
     },
 
-    /// A kernel weighting was asked of a path that does not implement it yet (the store).
-    #[error("{what} does not support the {weighting:?} kernel weighting yet (use Weighting::None)")]
-    UnsupportedWeighting {
-        /// The weighting asked for.
-        weighting: crate::kernel::Weighting,
-        /// The path, e.g. "the store (Run::create)".
-        what: &'static str,
-    },
-
     /// A deep-learning framework that a model adapter drives (candle, through the
     /// `trak-candle` crate) reported an error. The framework's own error is the source.
     #[error("{framework} error while {context}: {source}")]

@@ -6,7 +6,7 @@ mod common;
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use common::{class_samples, randomize};
+use common::store_problem;
 use ndarray::{Array2, ArrayView2, ArrayViewMut1, ArrayViewMut2};
 use trak::data::Sample;
 use trak::models::Mlp;
@@ -25,19 +25,13 @@ struct Setup {
     trak: Trak,
 }
 
-/// n = 1100 (three blocks of 512, the last partial), an MLP 20-16-10, two checkpoints.
+/// The common store problem (n = 1100: three blocks of 512, the last partial).
 fn setup() -> Setup {
-    let models = (0..2)
-        .map(|i| {
-            let mut m = Mlp::new(&[20, 16, 10], Margin, i).unwrap();
-            randomize(&mut m, 0.3, 40 + i);
-            m
-        })
-        .collect();
+    let p = store_problem();
     Setup {
-        train: class_samples(1100, 20, 10, 1),
-        targets: class_samples(7, 20, 10, 2),
-        models,
+        train: p.train,
+        targets: p.targets,
+        models: p.models,
         trak: Trak::builder().proj_dim(96).seed(3).build().unwrap(),
     }
 }

@@ -48,7 +48,7 @@ proptest! {
 
     #[test]
     fn arbitrary_payloads_behind_a_valid_checksum_never_panic(
-        kind in 0u32..10,
+        kind in 0u32..13,
         payload in proptest::collection::vec(any::<u8>(), 0..2048),
     ) {
         let bytes = store::seal_for_tests(kind, &payload);

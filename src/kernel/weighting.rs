@@ -16,8 +16,10 @@
 //! regression is exactly the one-step Newton estimate g_zᵀ H⁻¹ ∇ℓ_i of the regularised loss
 //! (tests/weighting.rs). A weight that is negative or not finite is refused
 //! ([`crate::Error::BadKernelWeight`]). Ridge rules apply to the weighted Gram matrix (its
-//! trace). Weighted kernels are in-memory only for now: [`crate::store::Run::create`] refuses
-//! them ([`crate::Error::UnsupportedWeighting`]).
+//! trace). Every path that builds a Gram matrix takes the weighting: in memory
+//! ([`crate::TrainFeatures::finalize`]) and the store ([`crate::store::Run::with_weighting`]:
+//! curvature recorded per block, weighted Gram matrix merged in block order, out-of-core
+//! scoring with it).
 
 use ndarray::{Array1, ArrayView1};
 use serde::{Deserialize, Serialize};
@@ -43,6 +45,15 @@ impl Weighting {
     /// Whether featurisation must record each training example's curvature r.
     pub fn needs_curvature(self) -> bool {
         self == Weighting::GaussNewton
+    }
+
+    /// A short lower-case name (`plain`, `gn`, `q`), used in file names of the store.
+    pub fn tag(self) -> &'static str {
+        match self {
+            Weighting::None => "plain",
+            Weighting::GaussNewton => "gn",
+            Weighting::Q => "q",
+        }
     }
 
     /// Position in [`Weighting::ALL`].

@@ -7,8 +7,8 @@ use super::Run;
 use super::format::{FileKind, PayloadWriter, corrupt, open_payload};
 use super::fsio::{read_bytes_into, write_atomic};
 use super::records::{
-    BlockHeader, FeatureBuf, decode_feature_block, decode_gram_block, expect_header,
-    first_nonfinite, pack_upper,
+    BlockHeader, FeatureBuf, decode_curvature, decode_feature_block, decode_gram_block,
+    expect_header, first_nonfinite, pack_upper,
 };
 use crate::error::{Error, Result};
 use crate::kernel::gram;
@@ -77,6 +77,52 @@ impl Run {
         read_bytes_into(&path, bytes)?;
         let mut r = open_payload(&path, bytes, FileKind::GramBlock)?;
         let h = decode_gram_block(&path, &mut r, out)?;
+        r.finish()?;
+        expect_header(&path, &h, &self.block_header(checkpoint, b, dim))
+    }
+
+    /// Writes the curvature r of block `b`'s rows (for the Gauss-Newton weighting).
+    pub(super) fn write_curvature(
+        &self,
+        checkpoint: u64,
+        b: usize,
+        dim: usize,
+        r: ArrayView1<'_, f32>,
+    ) -> Result<()> {
+        let header = self.block_header(checkpoint, b, dim);
+        let mut w = PayloadWriter::with_capacity(r.len() * 4 + 64);
+        w.meta(&header).f32s(r.iter().copied());
+        write_atomic(
+            &self.curv_path(checkpoint, b),
+            &w.finish(FileKind::CurvatureBlock),
+        )
+    }
+
+    /// Reads and checks the curvature of block `b` into `out`, through `bytes`;
+    /// [`Error::Incomplete`] if the block has none (featurised without
+    /// [`crate::Weighting::GaussNewton`], or imported).
+    pub(super) fn read_curvature_into(
+        &self,
+        checkpoint: u64,
+        b: usize,
+        dim: usize,
+        bytes: &mut Vec<u8>,
+        out: &mut Vec<f32>,
+    ) -> Result<()> {
+        let path = self.curv_path(checkpoint, b);
+        if !path.exists() {
+            return Err(Error::Incomplete {
+                path: self.dir.clone(),
+                what: format!(
+                    "checkpoint {checkpoint}, block {b} has no stored curvature (the \
+                     Gauss-Newton weighting needs it: featurise the checkpoint with \
+                     Weighting::GaussNewton; imported features have none)"
+                ),
+            });
+        }
+        read_bytes_into(&path, bytes)?;
+        let mut r = open_payload(&path, bytes, FileKind::CurvatureBlock)?;
+        let h = decode_curvature(&mut r, out)?;
         r.finish()?;
         expect_header(&path, &h, &self.block_header(checkpoint, b, dim))
     }

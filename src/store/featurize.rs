@@ -87,7 +87,9 @@ impl Default for Shard {
 
 impl Run {
     /// Featurises checkpoint `checkpoint` (the model `model`) on the blocks of the options'
-    /// shard that are not on disk yet. `train` is the whole training set (every shard passes
+    /// shard that are not on disk yet. Under [`crate::Weighting::GaussNewton`] it also
+    /// records each block's curvature r (computing only that for blocks whose features are
+    /// stored without it); `computed` counts those blocks too. `train` is the whole training set (every shard passes
     /// all of it, in the same order). Calling it again after an interruption continues from
     /// the last complete block. Before resuming, the first row of a stored block is recomputed
     /// and compared bit for bit ([`Error::RunMismatch`] if the data or model changed).
@@ -122,6 +124,11 @@ impl Run {
         if let Some(&b) = done.iter().next() {
             self.spot_check(checkpoint, model, train, b, dim)?;
         }
+        let curv = self.trak.weighting().needs_curvature();
+        let todo: Vec<usize> = range
+            .clone()
+            .filter(|&b| !done.contains(&b) || (curv && !self.curv_path(checkpoint, b).exists()))
+            .collect();
         let total = range.len();
         let report = |done| Progress {
             stage: Stage::Featurize { checkpoint },
@@ -129,23 +136,43 @@ impl Run {
             total,
             unit: Unit::Blocks,
         };
-        let mut finished = done.len();
+        let mut finished = total - todo.len();
         opts.progress.report(report(finished));
-        for b in range.filter(|b| !done.contains(b)) {
-            let r = self.block_range(b);
-            let slice = ExampleSlice::training(&train[r.clone()], r.start);
+        for &b in &todo {
+            self.featurize_block(checkpoint, model, train, (b, dim), !done.contains(&b))?;
+            finished += 1;
+            opts.progress.report(report(finished));
+        }
+        Ok(FeaturizeReport {
+            computed: todo.len(),
+            skipped: total - todo.len(),
+        })
+    }
+
+    /// Computes block `b`: its curvature when the weighting needs it, then (if `features`)
+    /// its features, Q and Gram partial. The feature file comes last: it marks the block done.
+    fn featurize_block<M: Model>(
+        &self,
+        checkpoint: u64,
+        model: &M,
+        train: &[M::Example],
+        (b, dim): (usize, usize),
+        features: bool,
+    ) -> Result<()> {
+        let r = self.block_range(b);
+        let rows = &train[r.clone()];
+        if self.trak.weighting().needs_curvature() {
+            let curv = self.trak.curvature(model, rows)?;
+            self.write_curvature(checkpoint, b, dim, curv.view())?;
+        }
+        if features {
+            let slice = ExampleSlice::training(rows, r.start);
             let (phi, q) = self
                 .trak
                 .project_set(checkpoint, model, slice, &mut |_| {})?;
             self.write_block(checkpoint, b, phi.view(), q.view())?;
-            finished += 1;
-            opts.progress.report(report(finished));
         }
-        let skipped = done.len();
-        Ok(FeaturizeReport {
-            computed: total - skipped,
-            skipped,
-        })
+        Ok(())
     }
 
     /// Recomputes the first row of stored block `b` and compares it bit for bit.

@@ -44,11 +44,14 @@ pub(crate) enum FileKind {
     TargetMeta = 6,
     TargetFeatures = 7,
     ScoreBlock = 8,
+    CurvatureBlock = 9,
+    WeightedMerged = 10,
+    WeightedTargetMeta = 11,
 }
 
 impl FileKind {
     /// Every kind, in code order.
-    const ALL: [FileKind; 8] = [
+    const ALL: [FileKind; 11] = [
         FileKind::RunMeta,
         FileKind::CheckpointMeta,
         FileKind::FeatureBlock,
@@ -57,6 +60,9 @@ impl FileKind {
         FileKind::TargetMeta,
         FileKind::TargetFeatures,
         FileKind::ScoreBlock,
+        FileKind::CurvatureBlock,
+        FileKind::WeightedMerged,
+        FileKind::WeightedTargetMeta,
     ];
 
     /// The kind a file's header names, if any (read without checking the file).
@@ -75,6 +81,9 @@ impl FileKind {
             FileKind::TargetMeta => "target-set metadata",
             FileKind::TargetFeatures => "target features",
             FileKind::ScoreBlock => "score block",
+            FileKind::CurvatureBlock => "curvature block",
+            FileKind::WeightedMerged => "weighted merged checkpoint",
+            FileKind::WeightedTargetMeta => "weighted target-set metadata",
         }
     }
 }

@@ -10,6 +10,7 @@ use super::format::{FileKind, corrupt};
 use super::fsio::{io_err, is_temp_name};
 use super::records::{CheckpointInfo, read_meta};
 use crate::error::{Error, Result};
+use crate::kernel::Weighting;
 
 impl Run {
     /// The run record of the run in `dir`.
@@ -40,8 +41,16 @@ impl Run {
     pub(super) fn gram_path(&self, id: u64, b: usize) -> PathBuf {
         self.ckpt_dir(id).join(format!("block-{b:06}.gram"))
     }
+    pub(super) fn curv_path(&self, id: u64, b: usize) -> PathBuf {
+        self.ckpt_dir(id).join(format!("block-{b:06}.curv"))
+    }
     pub(super) fn merged_path(&self, id: u64) -> PathBuf {
         self.ckpt_dir(id).join("merged.trak")
+    }
+    /// The merged Gram matrix under a weighting other than [`Weighting::None`].
+    pub(super) fn weighted_merged_path(&self, id: u64, weighting: Weighting) -> PathBuf {
+        self.ckpt_dir(id)
+            .join(format!("merged-{}.trak", weighting.tag()))
     }
     pub(super) fn targets_dir(&self, name: &str) -> PathBuf {
         self.dir.join(format!("targets-{name}"))
@@ -100,7 +109,7 @@ impl Run {
             .collect())
     }
 
-    /// Every store file of the run (metadata, blocks, merged Gram matrices, target sets),
+    /// Every store file of the run (metadata, blocks, curvature, merged Gram matrices, target sets),
     /// sorted; temporary files are not listed.
     pub fn files(&self) -> Result<Vec<PathBuf>> {
         let mut out = vec![Self::meta_path(&self.dir)];
@@ -122,7 +131,8 @@ impl Run {
                 if !is_temp_name(name)
                     && (name.ends_with(".trak")
                         || name.ends_with(".feat")
-                        || name.ends_with(".gram"))
+                        || name.ends_with(".gram")
+                        || name.ends_with(".curv"))
                 {
                     out.push(entry.path());
                 }

@@ -9,10 +9,12 @@ use super::Run;
 use super::format::{FileKind, PayloadWriter};
 use super::fsio::{remove_temps, write_atomic};
 use super::records::{
-    FeatureBuf, MergedHeader, decode_merged, expect_header, packed_len, read_with, unpack_upper,
+    FeatureBuf, MergedHeader, WeightedMergedHeader, decode_merged, decode_weighted_merged,
+    expect_header, pack_upper, packed_len, read_with, unpack_upper,
 };
 use crate::attribute::{StoredCheckpoint, TrainFeatures};
 use crate::error::{Error, Result};
+use crate::kernel::{Weighting, gram_weighted};
 use crate::progress::{Progress, ProgressSink, Stage, Unit};
 
 /// Options of [`Run::merge`]: where to report progress (default: nowhere).
@@ -31,7 +33,11 @@ impl<'a> MergeOptions<'a> {
 
 impl Run {
     /// Checks every block of every stored checkpoint (checksums, headers, finite values) and
-    /// adds each checkpoint's Gram partials in block order into its `merged.trak`. Fails with
+    /// adds each checkpoint's Gram partials in block order into its `merged.trak`. When the
+    /// run's weighting is not [`Weighting::None`], it also adds the blocks' weighted partials
+    /// Φ_bᵀW_bΦ_b in block order into `merged-<tag>.trak` (the weights are checked as in
+    /// memory: [`Error::BadKernelWeight`], or [`Error::Incomplete`] for a block without the
+    /// curvature that Gauss-Newton needs). Fails with
     /// [`Error::Incomplete`] listing missing blocks. Returns the merged checkpoint ids.
     pub fn merge(&self, mut opts: MergeOptions<'_>) -> Result<Vec<u64>> {
         let ids = self.checkpoints()?;
@@ -49,7 +55,7 @@ impl Run {
         remove_temps(&self.dir, |n| n.starts_with("run.trak"))?;
         for &id in &ids {
             remove_temps(&self.ckpt_dir(id), |n| {
-                n.starts_with("merged.trak") || n.starts_with("checkpoint.trak")
+                n.starts_with("merged") || n.starts_with("checkpoint.trak")
             })?;
         }
         for &id in &ids {
@@ -78,16 +84,23 @@ impl Run {
         })
     }
 
-    /// Reads and checks every block of one checkpoint and writes its merged Gram matrix.
+    /// Reads and checks every block of one checkpoint and writes its merged Gram matrix, and
+    /// the weighted one when the run's weighting is not [`Weighting::None`].
     fn merge_checkpoint(&self, id: u64, progress: &mut ProgressSink<'_>) -> Result<()> {
         let nb = self.num_blocks();
         let info = self.checkpoint_info(id)?;
+        let weighting = self.trak.weighting();
         let mut total = vec![0.0f64; packed_len(info.dim)];
+        let mut weighted =
+            (weighting != Weighting::None).then(|| Array2::<f64>::zeros((info.dim, info.dim)));
         let (mut bytes, mut buf, mut g) = (Vec::new(), FeatureBuf::default(), Vec::new());
         for b in 0..nb {
             self.read_gram_block_into(id, b, info.dim, &mut bytes, &mut g)?;
             total.iter_mut().zip(&g).for_each(|(t, v)| *t += v);
             self.read_feature_block_into(id, b, info.dim, &mut bytes, &mut buf)?;
+            if let Some(acc) = weighted.as_mut() {
+                *acc += &self.weighted_partial(id, b, info.dim, &buf, &mut bytes)?;
+            }
             progress.report(Progress {
                 stage: Stage::Merge { checkpoint: id },
                 done: b + 1,
@@ -95,36 +108,103 @@ impl Run {
                 unit: Unit::Blocks,
             });
         }
-        let header = MergedHeader {
-            checkpoint: id,
-            n: self.meta.n,
-            dim: info.dim,
-            blocks: nb,
-        };
+        let merged = self.merged_header(id, info.dim);
         let mut w = PayloadWriter::with_capacity(total.len() * 8 + 64);
-        w.meta(&header).f64s(total);
-        write_atomic(&self.merged_path(id), &w.finish(FileKind::Merged))
+        w.meta(&merged).f64s(total);
+        write_atomic(&self.merged_path(id), &w.finish(FileKind::Merged))?;
+        let Some(acc) = weighted else { return Ok(()) };
+        let packed = pack_upper(&acc);
+        let mut w = PayloadWriter::with_capacity(packed.len() * 8 + 64);
+        w.meta(&WeightedMergedHeader { merged, weighting })
+            .f64s(packed);
+        let path = self.weighted_merged_path(id, weighting);
+        write_atomic(&path, &w.finish(FileKind::WeightedMerged))
+    }
+
+    /// Φ_bᵀW_bΦ_b of block `b` (features in `buf`) under the run's weighting; a bad weight is
+    /// reported with its index in the training set.
+    fn weighted_partial(
+        &self,
+        id: u64,
+        b: usize,
+        dim: usize,
+        buf: &FeatureBuf,
+        bytes: &mut Vec<u8>,
+    ) -> Result<Array2<f64>> {
+        let weighting = self.trak.weighting();
+        let mut r = Vec::new();
+        if weighting.needs_curvature() {
+            self.read_curvature_into(id, b, dim, bytes, &mut r)?;
+        }
+        let curv = weighting.needs_curvature().then(|| ArrayView1::from(&r));
+        let start = self.block_range(b).start;
+        let w = weighting
+            .weights(ArrayView1::from(&buf.q), curv, id)
+            .map_err(|e| match e {
+                Error::BadKernelWeight {
+                    example,
+                    checkpoint,
+                    value,
+                } => Error::BadKernelWeight {
+                    example: example + start,
+                    checkpoint,
+                    value,
+                },
+                e => e,
+            })?;
+        let w = w.as_ref().map(|w| w.as_slice().expect("contiguous"));
+        Ok(gram_weighted(buf.phi(dim), w))
+    }
+
+    fn merged_header(&self, checkpoint: u64, dim: usize) -> MergedHeader {
+        MergedHeader {
+            checkpoint,
+            n: self.meta.n,
+            dim,
+            blocks: self.num_blocks(),
+        }
     }
 
     /// The merged Gram matrix ΦᵀΦ of a checkpoint (k × k, f64).
     pub fn gram(&self, checkpoint: u64) -> Result<Array2<f64>> {
+        self.weighted_gram(checkpoint, Weighting::None)
+    }
+
+    /// The merged Gram matrix ΦᵀWΦ of a checkpoint under `weighting` (k × k, f64): ΦᵀΦ for
+    /// [`Weighting::None`]. A weighted one exists once [`Run::merge`] ran on the run configured
+    /// with that weighting ([`Run::with_weighting`]); otherwise [`Error::Incomplete`] says so.
+    pub fn weighted_gram(&self, checkpoint: u64, weighting: Weighting) -> Result<Array2<f64>> {
         let info = self.checkpoint_info(checkpoint)?;
-        let path = self.merged_path(checkpoint);
+        let (path, plain) = match weighting {
+            Weighting::None => (self.merged_path(checkpoint), true),
+            w => (self.weighted_merged_path(checkpoint, w), false),
+        };
         if !path.exists() {
+            let what = if plain {
+                format!("checkpoint {checkpoint} is not merged (call Run::merge)")
+            } else {
+                format!(
+                    "checkpoint {checkpoint} has no merged Gram matrix under the {weighting:?} \
+                     weighting (call Run::merge on the run configured with it: \
+                     Run::with_weighting)"
+                )
+            };
             return Err(Error::Incomplete {
                 path: self.dir.clone(),
-                what: format!("checkpoint {checkpoint} is not merged (call Run::merge)"),
+                what,
             });
         }
+        let merged = self.merged_header(checkpoint, info.dim);
         let mut g = Vec::new();
-        let h = read_with(&path, FileKind::Merged, |r| decode_merged(&path, r, &mut g))?;
-        let want = MergedHeader {
-            checkpoint,
-            n: self.meta.n,
-            dim: info.dim,
-            blocks: self.num_blocks(),
-        };
-        expect_header(&path, &h, &want)?;
+        if plain {
+            let h = read_with(&path, FileKind::Merged, |r| decode_merged(&path, r, &mut g))?;
+            expect_header(&path, &h, &merged)?;
+        } else {
+            let h = read_with(&path, FileKind::WeightedMerged, |r| {
+                decode_weighted_merged(&path, r, &mut g)
+            })?;
+            expect_header(&path, &h, &WeightedMergedHeader { merged, weighting })?;
+        }
         Ok(unpack_upper(&g, info.dim))
     }
 
@@ -149,19 +229,46 @@ impl Run {
         Ok((phi, q))
     }
 
+    /// A checkpoint's stored curvature r (n), if every block has it.
+    fn load_curvature(&self, checkpoint: u64, dim: usize) -> Result<Option<Array1<f32>>> {
+        let nb = self.num_blocks();
+        if !(0..nb).all(|b| self.curv_path(checkpoint, b).exists()) {
+            return Ok(None);
+        }
+        let mut out = Vec::with_capacity(self.meta.n);
+        let (mut bytes, mut r) = (Vec::new(), Vec::new());
+        for b in 0..nb {
+            self.read_curvature_into(checkpoint, b, dim, &mut bytes, &mut r)?;
+            out.extend_from_slice(&r);
+        }
+        Ok(Some(Array1::from(out)))
+    }
+
     /// Every merged checkpoint as in-memory [`TrainFeatures`] (Φ, Q and the stored Gram
     /// matrices, bit for bit), for the in-memory API: [`TrainFeatures::finalize`] and so on.
+    /// The curvature comes along when every block has it, and the weighted Gram matrix of the
+    /// run's weighting when it was merged.
     pub fn train_features(&self) -> Result<TrainFeatures> {
+        let weighting = self.trak.weighting();
         let mut parts = Vec::new();
         for id in self.checkpoints()? {
-            let g = self.gram(id)?;
+            let info = self.checkpoint_info(id)?;
+            let weighted = match weighting {
+                Weighting::None => None,
+                w if self.weighted_merged_path(id, w).exists() => {
+                    Some((w, self.weighted_gram(id, w)?))
+                }
+                _ => None,
+            };
             let (phi, q) = self.load_features(id)?;
             parts.push(StoredCheckpoint {
                 id,
                 phi,
                 q,
-                params: self.checkpoint_info(id)?.params,
-                gram: g,
+                r: self.load_curvature(id, info.dim)?,
+                params: info.params,
+                gram: self.gram(id)?,
+                weighted,
             });
         }
         if parts.is_empty() {

@@ -10,10 +10,16 @@
 //! <run>/ckpt-<id>/block-<b>.feat        BlockHeader, Φ rows of block b (rows × dim f32), Q (f32)
 //! <run>/ckpt-<id>/block-<b>.gram        BlockHeader, the block's Gram partial Φ_bᵀΦ_b
 //!                                       (f64, packed upper triangle)
+//! <run>/ckpt-<id>/block-<b>.curv        BlockHeader, curvature r of the block's rows (f32;
+//!                                       only under Weighting::GaussNewton)
 //! <run>/ckpt-<id>/merged.trak           MergedHeader, K = Σ_b Φ_bᵀΦ_b added in block order
 //!                                       (f64, packed; written by merge)
+//! <run>/ckpt-<id>/merged-<w>.trak       (MergedHeader, Weighting), K_W = Σ_b Φ_bᵀW_bΦ_b in
+//!                                       block order, w = q or gn (merge, when the run is
+//!                                       configured with that weighting)
 //! <run>/targets-<name>/targets.trak     TargetMeta: m, checkpoints, dims, ridge, λ per
-//!                                       checkpoint, hash of Ψ
+//!                                       checkpoint, hash of Ψ; for a weighted target set,
+//!                                       (TargetMeta, Weighting) under its own file kind
 //! <run>/targets-<name>/ckpt-<id>.feat   target features Ψ (m × dim f32)
 //! <run>/targets-<name>/scores-<b>.trak  ScoreHeader, scores of training block b (rows × m f32)
 //! ```
@@ -41,6 +47,14 @@
 //! same functions as the in-memory index ([`crate::kernel`]) whatever the memory budget. So a
 //! sharded, resumed or interrupted run gives scores bit-identical to an uninterrupted
 //! single-process run.
+//!
+//! **Kernel weighting.** The weighting ([`crate::Weighting`]) is, like the ridge, not part of
+//! the run's identity ([`Run::with_weighting`]): featurisation records the curvature when
+//! Gauss-Newton needs it (and, for blocks stored without it, computes only that), merging adds
+//! the weighted partials Φ_bᵀW_bΦ_b from the stored blocks in block order, and scoring solves
+//! with that matrix. A plain run writes exactly the files it wrote before weightings existed,
+//! and a target-set record without a weighting is plain TRAK; resuming a target set under
+//! another weighting is [`Error::RunMismatch`](crate::Error::RunMismatch).
 //!
 //! **Out of core.** [`Run::score`] reads Φ one group of blocks at a time and writes scores one
 //! block at a time; [`ScoreOptions::memory_budget`] bounds the memory it uses (it fails with

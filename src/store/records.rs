@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use super::format::{self, FileKind, PayloadReader, PayloadWriter, corrupt, open_payload};
 use super::fsio::read_bytes;
 use crate::error::{Result, invalid};
-use crate::kernel::Ridge;
+use crate::kernel::{Ridge, Weighting};
 use crate::project::ProjectorKind;
 
 /// The run's identity: everything that determines the stored training features.
@@ -64,6 +64,16 @@ pub(super) struct MergedHeader {
     pub(super) blocks: usize,
 }
 
+/// The merged Gram matrix of a checkpoint under a kernel weighting: ΦᵀWΦ.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub(super) struct WeightedMergedHeader {
+    pub(super) merged: MergedHeader,
+    pub(super) weighting: Weighting,
+}
+
+/// A target set's record. Plain target sets are stored as this record alone (kind
+/// `TargetMeta`, as before weightings existed); weighted ones as `(TargetMeta, Weighting)`
+/// (kind `WeightedTargetMeta`), so a record without a weighting is plain TRAK.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub(super) struct TargetMeta {
     pub(super) name: String,
@@ -152,6 +162,32 @@ pub(super) fn meta_file<T: Serialize>(kind: FileKind, value: &T) -> Vec<u8> {
     w.finish(kind)
 }
 
+/// A target set's record file: kind `TargetMeta` for plain TRAK (the format that predates
+/// weightings), `WeightedTargetMeta` otherwise.
+pub(super) fn target_meta_file(meta: &TargetMeta, weighting: Weighting) -> Vec<u8> {
+    match weighting {
+        Weighting::None => meta_file(FileKind::TargetMeta, meta),
+        w => meta_file(FileKind::WeightedTargetMeta, &(meta, w)),
+    }
+}
+
+/// Reads a target set's record of either kind: (record, weighting).
+pub(super) fn read_target_meta(path: &Path) -> Result<(TargetMeta, Weighting)> {
+    let bytes = read_bytes(path)?;
+    let kind = match FileKind::of_bytes(&bytes) {
+        Some(FileKind::WeightedTargetMeta) => FileKind::WeightedTargetMeta,
+        _ => FileKind::TargetMeta,
+    };
+    let mut r = open_payload(path, &bytes, kind)?;
+    let v = if kind == FileKind::TargetMeta {
+        (r.meta("metadata")?, Weighting::None)
+    } else {
+        r.meta("metadata")?
+    };
+    r.finish()?;
+    Ok(v)
+}
+
 /// Decodes a header, then the row-major f32 matrix whose shape the header gives.
 pub(super) fn decode_rows<H: serde::de::DeserializeOwned>(
     path: &Path,
@@ -221,6 +257,25 @@ pub(super) fn decode_merged(
     decode_packed(path, r, "Gram matrix", |h: &MergedHeader| h.dim, out)
 }
 
+pub(super) fn decode_weighted_merged(
+    path: &Path,
+    r: &mut PayloadReader<'_>,
+    out: &mut Vec<f64>,
+) -> Result<WeightedMergedHeader> {
+    let dim = |h: &WeightedMergedHeader| h.merged.dim;
+    decode_packed(path, r, "weighted Gram matrix", dim, out)
+}
+
+/// Decodes a curvature block (header, r of each row) into `out`.
+pub(super) fn decode_curvature(
+    r: &mut PayloadReader<'_>,
+    out: &mut Vec<f32>,
+) -> Result<BlockHeader> {
+    let h: BlockHeader = r.meta("block header")?;
+    r.f32s_into(h.rows, "curvature", out)?;
+    Ok(h)
+}
+
 pub(super) fn decode_target_features(
     path: &Path,
     r: &mut PayloadReader<'_>,
@@ -278,6 +333,15 @@ pub fn inspect(path: &Path, bytes: &[u8]) -> Result<FileSummary> {
         }
         FileKind::ScoreBlock => {
             decode_scores(path, &mut r)?;
+        }
+        FileKind::CurvatureBlock => {
+            decode_curvature(&mut r, &mut Vec::new())?;
+        }
+        FileKind::WeightedMerged => {
+            decode_weighted_merged(path, &mut r, &mut Vec::new())?;
+        }
+        FileKind::WeightedTargetMeta => {
+            r.meta::<(TargetMeta, Weighting)>("metadata")?;
         }
     }
     r.finish()?;

@@ -8,7 +8,7 @@ use super::fsio::{create_exclusive, io_err};
 use super::records::{Diffs, RunMeta, meta_file, read_meta};
 use crate::attribute::Trak;
 use crate::error::{Error, Result, invalid};
-use crate::kernel::Ridge;
+use crate::kernel::{Ridge, Weighting};
 
 /// Default rows per block.
 pub const DEFAULT_BLOCK_ROWS: usize = 4096;
@@ -26,17 +26,12 @@ impl Run {
     /// configuration: projector kind, k, seed, `n` and `block_rows` must all match
     /// ([`Error::RunMismatch`] names the ones that differ). Safe to call from every shard at
     /// once. The ridge and batch size of `trak` are not part of the stored identity (they do
-    /// not change stored features); the ridge is used when scoring. A `dir` that exists as a
-    /// file is [`Error::NotADirectory`]. Weighted kernels are not stored yet: a `trak` with a
-    /// weighting other than [`crate::Weighting::None`] is [`Error::UnsupportedWeighting`].
+    /// not change stored features); the ridge is used when scoring. Nor is the kernel
+    /// weighting: featurisation records the curvature when it needs it, merging builds its
+    /// Gram matrix, scoring uses it (see [`Run::with_weighting`]). A `dir` that exists as a
+    /// file is [`Error::NotADirectory`].
     pub fn create(dir: impl AsRef<Path>, trak: &Trak, n: usize, block_rows: usize) -> Result<Run> {
         let dir = dir.as_ref().to_path_buf();
-        if trak.weighting() != crate::Weighting::None {
-            return Err(Error::UnsupportedWeighting {
-                weighting: trak.weighting(),
-                what: "the store (Run::create)",
-            });
-        }
         if n == 0 {
             return Err(Error::Empty("training set"));
         }
@@ -72,8 +67,9 @@ impl Run {
         Ok(Run { dir, trak, meta })
     }
 
-    /// Opens an existing run; its configuration is read from disk, with the default ridge
-    /// and batch size (change the ridge with [`Run::with_ridge`]).
+    /// Opens an existing run; its configuration is read from disk, with the default ridge,
+    /// kernel weighting and batch size (change them with [`Run::with_ridge`] and
+    /// [`Run::with_weighting`]).
     pub fn open(dir: impl AsRef<Path>) -> Result<Run> {
         let dir = dir.as_ref().to_path_buf();
         if dir.exists() && !dir.is_dir() {
@@ -99,12 +95,25 @@ impl Run {
         Ok(self)
     }
 
+    /// The same run under another kernel weighting. The weighting is not part of the stored
+    /// identity: [`Run::featurize`] records the curvature r when the weighting is
+    /// [`Weighting::GaussNewton`], [`Run::merge`] builds the weighted Gram matrix ΦᵀWΦ (from
+    /// the stored blocks, in block order) next to the plain one, and [`Run::score`] solves with
+    /// it. A target set records the weighting it was scored with (a run written before
+    /// weightings existed holds plain ones), so resuming it under another is
+    /// [`Error::RunMismatch`], never silently different scores.
+    pub fn with_weighting(mut self, weighting: Weighting) -> Run {
+        self.trak = self.trak.with_weighting(weighting);
+        self
+    }
+
     /// The run directory.
     pub fn dir(&self) -> &Path {
         &self.dir
     }
 
-    /// The configuration (projector, k and seed as stored; ridge and batch size as given).
+    /// The configuration (projector, k and seed as stored; ridge, weighting and batch size as
+    /// given).
     pub fn config(&self) -> &Trak {
         &self.trak
     }

@@ -11,10 +11,11 @@ use super::fsio::{create_exclusive, io_err, remove_temps, write_atomic};
 use super::plan::ScorePlan;
 use super::records::{
     CheckpointInfo, Diffs, FeatureBuf, ScoreHeader, TargetFeaturesHeader, TargetMeta, check_name,
-    meta_file, read_meta,
+    read_target_meta, target_meta_file,
 };
 use crate::attribute::ExampleSlice;
 use crate::error::{Error, Result, shape_err};
+use crate::kernel::Weighting;
 use crate::kernel::scoring::{accumulate, check_targets, combine, factor_with_ridge};
 use crate::model::Model;
 use crate::progress::{Progress, ProgressSink, Stage, Unit};
@@ -124,12 +125,14 @@ impl Run {
 
     /// Scores target features Ψ_m (m × dim, one matrix per listed merged checkpoint) against
     /// the stored training features, out of core, into target set `name`:
-    /// τ = (1/M Σ_m Φ_m (Φ_mᵀΦ_m + λ_m I)⁻¹ Ψ_mᵀ) ⊙ Q̄, as [`crate::TrakIndex::score`], through
-    /// the same functions ([`crate::kernel`]).
+    /// τ = (1/M Σ_m Φ_m (Φ_mᵀW_mΦ_m + λ_m I)⁻¹ Ψ_mᵀ) ⊙ Q̄, as [`crate::TrakIndex::score`],
+    /// through the same functions ([`crate::kernel`]); W is the run's weighting, whose merged
+    /// Gram matrix [`Run::merge`] wrote ([`Run::weighted_gram`]).
     ///
     /// Stores the target features and one score file per training block. If the target set
     /// exists with the same targets, checkpoints and ridge, blocks already scored are kept
-    /// (the call resumes); if it exists with different ones, [`Error::RunMismatch`].
+    /// (the call resumes); if it exists with different ones (weighting included),
+    /// [`Error::RunMismatch`].
     pub fn score_features(
         &self,
         name: &str,
@@ -166,7 +169,7 @@ impl Run {
     ) -> Result<Vec<Solved<'t>>> {
         let mut out = Vec::with_capacity(targets.len());
         for ((id, psi), info) in targets.iter().zip(infos) {
-            let g = self.gram(*id)?;
+            let g = self.weighted_gram(*id, self.trak.weighting())?;
             let factor = factor_with_ridge(g.view(), self.trak.ridge(), self.meta.n, *id)?;
             drop(g);
             out.push(Solved {
@@ -203,10 +206,11 @@ impl Run {
             targets_hash: hasher.digest(),
         };
         let mpath = self.target_meta_path(name);
-        if !create_exclusive(&mpath, &meta_file(FileKind::TargetMeta, &meta))? {
-            let stored: TargetMeta = read_meta(&mpath, FileKind::TargetMeta)?;
-            if stored != meta {
-                let what = target_set_diffs(name, &stored, &meta);
+        let weighting = self.trak.weighting();
+        if !create_exclusive(&mpath, &target_meta_file(&meta, weighting))? {
+            let stored = read_target_meta(&mpath)?;
+            if stored != (meta.clone(), weighting) {
+                let what = target_set_diffs(name, &stored, &(meta, weighting));
                 return Err(Error::RunMismatch { path: mpath, what });
             }
         }
@@ -340,8 +344,13 @@ struct PassBuffers {
 }
 
 /// What differs between a stored target-set record and the one asked for now.
-fn target_set_diffs(name: &str, stored: &TargetMeta, now: &TargetMeta) -> String {
+fn target_set_diffs(
+    name: &str,
+    (stored, stored_w): &(TargetMeta, Weighting),
+    (now, now_w): &(TargetMeta, Weighting),
+) -> String {
     let mut diffs = Diffs::default();
+    diffs.check("kernel weighting", stored_w, now_w);
     diffs.check("targets", &stored.m, &now.m);
     diffs.check("checkpoints", &stored.checkpoints, &now.checkpoints);
     diffs.check("ridge", &stored.ridge, &now.ridge);

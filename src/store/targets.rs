@@ -10,7 +10,7 @@ use super::format::{FileKind, corrupt};
 use super::fsio::{io_err, read_bytes};
 use super::records::{
     FeatureBuf, ScoreHeader, TargetFeaturesHeader, TargetMeta, check_name, decode_scores,
-    decode_target_features, expect_header, inspect, read_meta, read_with,
+    decode_target_features, expect_header, inspect, read_target_meta, read_with,
 };
 use super::{Run, npy};
 use crate::attribute::Scores;
@@ -26,7 +26,7 @@ impl Run {
                 what: format!("no target set named {name:?}"),
             });
         }
-        let meta: TargetMeta = read_meta(&path, FileKind::TargetMeta)?;
+        let (meta, _) = read_target_meta(&path)?;
         if meta.name != name || meta.m == 0 || meta.checkpoints.len() != meta.dims.len() {
             return Err(corrupt(&path, "inconsistent target-set record"));
         }

@@ -37,6 +37,29 @@ pub fn randomize<O: OutputFn>(model: &mut Mlp<O>, scale: f32, seed: u64) {
     model.set_params_flat(&v).unwrap();
 }
 
+/// The store tests' problem: n = 1100 training examples (blocks of 512 or 256 rows leave a
+/// partial last block), 7 targets, two checkpoints of an MLP 20-16-10 with random weights.
+pub struct StoreProblem {
+    pub train: Vec<Sample>,
+    pub targets: Vec<Sample>,
+    pub models: Vec<Mlp<trak::output::Margin>>,
+}
+
+pub fn store_problem() -> StoreProblem {
+    let models = (0..2)
+        .map(|i| {
+            let mut m = Mlp::new(&[20, 16, 10], trak::output::Margin, i).unwrap();
+            randomize(&mut m, 0.3, 40 + i);
+            m
+        })
+        .collect();
+    StoreProblem {
+        train: class_samples(1100, 20, 10, 1),
+        targets: class_samples(7, 20, 10, 2),
+        models,
+    }
+}
+
 /// Solves A X = B for symmetric positive definite A by Gauss–Jordan elimination with partial
 /// pivoting, in f64 — the explicit-inverse reference, independent of the crate's Cholesky.
 pub fn inverse(a: &[Vec<f64>]) -> Vec<Vec<f64>> {
