@@ -2,7 +2,7 @@
 //!
 //! `cargo run --release --example featurize_throughput -- [k] [batch] [n] [projector]`
 //! (defaults k = 2048, batch = 64, n = 512, projector `dense`; also `gaussian`, `sparse`
-//! (s = 1, the default), `sparse:<s>`, `factored`). n may exceed the 5,000 digits: they are
+//! (s = 1, the default), `sparse:<s>`, `factored[:expansion]`, `factored-small`). n may exceed the 5,000 digits: they are
 //! used in turn. Thread count: `RAYON_NUM_THREADS`.
 //! Prints the examples/s of the whole featurisation (model gradients or layer factors,
 //! projection, Q and finiteness checks), next to the machine's own f32 GEMM rate on the dense
@@ -38,9 +38,10 @@ fn main() -> trak::Result<()> {
         .batch_size(batch)
         .build()?;
 
-    // Warm-up (page faults, CPU frequency), then the timed run.
-    trak.featurizer()
-        .featurize(0, &model, &samples[..batch.min(n)])?;
+    // Warm-up (page faults, CPU frequency, and every worker thread's allocator arena: a few
+    // batches per thread), then the timed run.
+    let warm = (8 * batch * threads).min(n);
+    trak.featurizer().featurize(0, &model, &samples[..warm])?;
     let t = Instant::now();
     let mut feats = trak.featurizer();
     feats.featurize(0, &model, &samples)?;
@@ -50,7 +51,7 @@ fn main() -> trak::Result<()> {
 
     // The machine's f32 GEMM rate on the projection's shape (B × p) · (p × k), P stored.
     let gemm = gemm_gflops::<f32>(batch, p, k, 3);
-    if kind == trak::ProjectorKind::Factored {
+    if kind.is_factored() {
         // The model's own layer-factor pass alone (forward + backward), same batches.
         let secs = trak_demo::yardstick::best_of(3, || {
             for b in samples.chunks(batch) {

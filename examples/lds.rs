@@ -146,6 +146,13 @@ fn main() -> trak::Result<()> {
             println!("wrote {}", path.display());
         }
     }
+    // The library's defaults, i.e. which of the rows above `Trak::builder()` gives.
+    println!(
+        "DEFAULT weighting={:?} method={} ridge={} (Trak::builder(); chosen in docs/VALIDATION.md)",
+        Weighting::default(),
+        protocol::weighting_method(Weighting::default()),
+        ridge_name(&Some(Ridge::default()))
+    );
     println!("total time {:.1} s", start.elapsed().as_secs_f64());
     Ok(())
 }

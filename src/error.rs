@@ -56,7 +56,7 @@ pub enum Error {
         len: usize,
     },
 
-    /// `ProjectorKind::Factored` was asked of a model whose `Model::factored()` is `None`.
+    /// A factored projector (`ProjectorKind::FACTORED`) was asked of a model whose `Model::factored()` is `None`.
     #[error(
         "the factored projector needs a model whose Model::factored() returns its \
          FactoredModel view; this model has none"
@@ -318,7 +318,9 @@ pub enum Error {
     /// A kernel weight (Q or r of a training example) is negative or not finite: the
     /// weighted Gram matrix ΦᵀWΦ would not be positive semi-definite.
     #[error(
-        "kernel weight {value} of training example {example} (checkpoint {checkpoint}) is not a finite number ≥ 0"
+        "kernel weight {value} of training example {example} (checkpoint {checkpoint}) is not a \
+         finite number ≥ 0 (the default Q weighting needs Q ≥ 0; for a regression output, whose Q \
+         is the signed residual, use Weighting::GaussNewton or Weighting::None)"
     )]
     BadKernelWeight {
         /// Index of the training example.
@@ -441,5 +443,24 @@ pub(crate) fn shape_err(what: &'static str, expected: impl ToString, got: impl T
         what,
         expected: expected.to_string(),
         got: got.to_string(),
+    }
+}
+
+impl Error {
+    /// The same error with a [`Error::BadKernelWeight`]'s example index moved by `start` (a
+    /// block's index in its training set); other errors unchanged.
+    pub(crate) fn offset_example(self, start: usize) -> Error {
+        match self {
+            Error::BadKernelWeight {
+                example,
+                checkpoint,
+                value,
+            } => Error::BadKernelWeight {
+                example: example + start,
+                checkpoint,
+                value,
+            },
+            e => e,
+        }
     }
 }

@@ -26,7 +26,7 @@
 //!   and a seeded SGD trainer.
 //! - [`project`]: the projectors ([`ProjectorKind`]): dense Rademacher (default) and
 //!   Gaussian, sparse JL ([`ProjectorKind::SPARSE`]), factored per-layer Kronecker
-//!   ([`ProjectorKind::Factored`], never forms the gradient), and the identity.
+//!   ([`ProjectorKind::FACTORED`], never forms the gradient), and the identity.
 //! - [`kernel`]: Gram matrix, [`Ridge`], Cholesky, solves, score products (f64, via `faer`),
 //!   and the scoring core shared by the in-memory index and the store.
 //! - [`attribute`]: the in-memory pipeline ([`Trak`] → [`TrainFeatures`] → [`TrakIndex`] →

@@ -71,7 +71,7 @@ pub trait Model: Sync {
     }
 
     /// The model's per-layer view, if it has one: implement [`FactoredModel`] and return
-    /// `Some(self)` here to make [`crate::project::ProjectorKind::Factored`] available.
+    /// `Some(self)` here to make the factored projectors ([`crate::project::ProjectorKind::FACTORED`]) available.
     /// The default is `None`.
     fn factored(&self) -> Option<&dyn FactoredModel<Self::Example>> {
         None
@@ -134,4 +134,17 @@ pub trait FactoredModel<E>: Sync {
     fn linear_layers(&self) -> Vec<LinearLayer>;
     /// Inputs and output gradients of every layer for `batch`.
     fn layer_factors(&self, batch: &[E]) -> Result<Vec<LayerFactors>>;
+
+    /// [`FactoredModel::layer_factors`] and, when the same pass gives it, each example's Q
+    /// (as [`Model::output_q`] would, bit for bit) written into `q`: returns the factors and
+    /// whether `q` was written. The default writes nothing (the pipeline then calls
+    /// [`Model::output_q`], a second forward pass); override it to save that pass.
+    fn layer_factors_and_q(
+        &self,
+        batch: &[E],
+        q: ArrayViewMut1<'_, f32>,
+    ) -> Result<(Vec<LayerFactors>, bool)> {
+        let _ = q;
+        Ok((self.layer_factors(batch)?, false))
+    }
 }

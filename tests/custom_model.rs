@@ -11,7 +11,7 @@ use trak::kernel::Ridge;
 use trak::models::{Mlp, Sgd};
 use trak::output::{OutputFn, OutputValue};
 use trak::project::ProjectorKind;
-use trak::{Model, Trak};
+use trak::{Error, Model, Trak, Weighting};
 
 /// A user's own model, as one would wrap a network from another library: a tanh network
 /// f(x) = vᵀ tanh(W x) for regression, whose gradient comes from a batch-size-1 backward pass
@@ -102,6 +102,15 @@ fn user_model_matches_the_formula_with_the_identity_projector() {
         .batch_size(8)
         .build()
         .unwrap();
+    // Q is a signed residual here: the default Q weighting refuses it, naming an example.
+    let mut feats = trak.featurizer();
+    feats.featurize(0, &m, &train).unwrap();
+    let r = feats.finalize();
+    assert!(
+        matches!(r, Err(Error::BadKernelWeight { checkpoint: 0, .. })),
+        "{r:?}"
+    );
+    let trak = trak.with_weighting(Weighting::None);
     let mut feats = trak.featurizer();
     feats.featurize(0, &m, &train).unwrap();
     let got: Vec<f64> = feats
@@ -141,7 +150,11 @@ fn user_model_matches_the_formula_with_the_identity_projector() {
 fn user_model_with_random_projection_and_top_k() {
     let (train, targets) = (points(200, 5, 4), points(3, 5, 5));
     let models: Vec<TanhNet> = (0..3).map(|s| net(5, 32, 10 + s)).collect(); // p = 192
-    let trak = Trak::builder().proj_dim(64).build().unwrap();
+    let trak = Trak::builder()
+        .proj_dim(64)
+        .weighting(Weighting::None) // Q is a signed residual
+        .build()
+        .unwrap();
     let mut feats = trak.featurizer();
     for (i, m) in models.iter().enumerate() {
         feats.featurize(i as u64, m, &train).unwrap();

@@ -1,5 +1,6 @@
 //! Same seed ⇒ bit-identical features and scores for 1, 2 and 4 threads and batch sizes 1, 7, 64,
-//! for every projector kind.
+//! for every projector kind; Q is the same bits whichever projector (the factored path takes
+//! it from the layer-factor pass, the others from `Model::output_q`).
 
 mod common;
 
@@ -27,13 +28,16 @@ fn features_and_scores_do_not_depend_on_threads_or_batch_size() {
             m
         })
         .collect();
+    let mut q_ref: Option<Vec<u32>> = None;
     for kind in [
         ProjectorKind::Rademacher,
         ProjectorKind::Gaussian,
         ProjectorKind::SPARSE,
         ProjectorKind::Sparse { s: 4 },
         ProjectorKind::Sparse { s: 3 },
-        ProjectorKind::Factored,
+        ProjectorKind::FACTORED,
+        ProjectorKind::Factored { expansion: 3 },
+        ProjectorKind::FactoredSmall,
     ] {
         let mut reference: Option<(Vec<Vec<u32>>, Vec<u32>)> = None;
         for threads in [1, 2, 4] {
@@ -54,14 +58,18 @@ fn features_and_scores_do_not_depend_on_threads_or_batch_size() {
                     for (i, m) in models.iter().enumerate() {
                         feats.featurize(i as u64, m, &train).unwrap();
                     }
-                    let f: Vec<Vec<u32>> =
+                    let mut f: Vec<Vec<u32>> =
                         (0..2).map(|i| bits(feats.features(i).unwrap())).collect();
+                    let q = feats.q(1).unwrap().insert_axis(ndarray::Axis(0));
+                    f.push(bits(q));
                     let index = feats.finalize().unwrap();
                     let s = index
                         .score(&[(0, &models[0]), (1, &models[1])], &targets)
                         .unwrap();
                     (f, bits(s.values()))
                 });
+                let q = run.0.last().unwrap().clone();
+                assert_eq!(*q_ref.get_or_insert(q.clone()), q, "{kind:?}: Q differs");
                 match &reference {
                     None => {
                         assert!(run.1.iter().any(|&b| f32::from_bits(b) != 0.0));

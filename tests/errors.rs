@@ -92,7 +92,7 @@ fn factored_projection_errors() {
     let train = indexed(class_samples(30, 4, 3, 1));
     let trak = Trak::builder()
         .proj_dim(16)
-        .projector(ProjectorKind::Factored)
+        .projector(ProjectorKind::FACTORED)
         .batch_size(8)
         .build()
         .unwrap();
@@ -129,9 +129,9 @@ fn factored_projection_errors() {
     );
     // the flat projector builder refuses the factored kind
     assert!(matches!(
-        trak::project::build(ProjectorKind::Factored, 10, 4, 0),
+        trak::project::build(ProjectorKind::FACTORED, 10, 4, 0),
         Err(Error::UnsupportedProjector {
-            projector: ProjectorKind::Factored,
+            projector: ProjectorKind::FACTORED,
             ..
         })
     ));

@@ -1,5 +1,6 @@
 //! Identity projector: the pipeline's scores against an independent, naive f64 implementation
-//! of τ = (1/M Σ_m Φ_m (Φ_mᵀΦ_m + λI)⁻¹ Ψ_mᵀ) ⊙ (1/M Σ_m Q_m), with an explicit inverse.
+//! of τ = (1/M Σ_m Φ_m (Φ_mᵀW_mΦ_m + λI)⁻¹ Ψ_mᵀ) ⊙ (1/M Σ_m Q_m), with an explicit inverse, for
+//! the plain kernel (W = I) and the default Q weighting (W = diag(Q)).
 
 mod common;
 
@@ -10,7 +11,7 @@ use trak::kernel::Ridge;
 use trak::models::Mlp;
 use trak::output::{Logistic, Margin, OutputFn};
 use trak::project::ProjectorKind;
-use trak::{Model, Trak};
+use trak::{Model, Trak, Weighting};
 
 /// Per-example gradients (f32 from the model, widened to f64) and Q.
 fn grads_q<O: OutputFn>(model: &Mlp<O>, data: &[Sample]) -> (Vec<Vec<f64>>, Vec<f64>) {
@@ -34,6 +35,7 @@ fn naive<O: OutputFn>(
     train: &[Sample],
     targets: &[Sample],
     ridge: Ridge,
+    weighting: Weighting,
 ) -> Vec<Vec<f64>> {
     let n = train.len();
     let mut sum = vec![vec![0.0; targets.len()]; n];
@@ -42,7 +44,16 @@ fn naive<O: OutputFn>(
         let (phi, q) = grads_q(m, train);
         let (psi, _) = grads_q(m, targets);
         let p = phi[0].len();
-        let mut k = matmul(&transpose(&phi), &phi);
+        let w_phi: Vec<Vec<f64>> = match weighting {
+            Weighting::None => phi.clone(),
+            Weighting::Q => phi
+                .iter()
+                .zip(&q)
+                .map(|(row, qi)| row.iter().map(|v| v * qi).collect())
+                .collect(),
+            Weighting::GaussNewton => unreachable!("tests/weighting.rs covers Gauss-Newton"),
+        };
+        let mut k = matmul(&transpose(&phi), &w_phi);
         let trace: f64 = (0..p).map(|i| k[i][i]).sum();
         let lambda = match ridge {
             Ridge::MeanSquaredNorm(c) => c * trace / phi.len() as f64,
@@ -82,10 +93,12 @@ fn pipeline<O: OutputFn>(
     train: &[Sample],
     targets: &[Sample],
     ridge: Ridge,
+    weighting: Weighting,
 ) -> Vec<f64> {
     let trak = Trak::builder()
         .projector(ProjectorKind::Identity)
         .ridge(ridge)
+        .weighting(weighting)
         .batch_size(16)
         .build()
         .unwrap();
@@ -131,11 +144,13 @@ fn single_checkpoint_relative_ridge() {
     let (train, targets) = (class_samples(60, 6, 4, 1), class_samples(7, 6, 4, 2));
     let ms = models(1, LIN, Margin);
     let r = Ridge::Relative(0.05);
-    compare(
-        &pipeline(&ms, &train, &targets, r),
-        &naive(&ms, &train, &targets, r),
-        "λ relative",
-    );
+    for w in [Weighting::None, Weighting::Q] {
+        compare(
+            &pipeline(&ms, &train, &targets, r, w),
+            &naive(&ms, &train, &targets, r, w),
+            &format!("λ relative, {w:?}"),
+        );
+    }
 }
 
 #[test]
@@ -143,11 +158,13 @@ fn single_checkpoint_absolute_ridge() {
     let (train, targets) = (class_samples(60, 6, 4, 3), class_samples(7, 6, 4, 4));
     let ms = models(1, LIN, Margin);
     let r = Ridge::Absolute(0.3);
-    compare(
-        &pipeline(&ms, &train, &targets, r),
-        &naive(&ms, &train, &targets, r),
-        "λ absolute",
-    );
+    for w in [Weighting::None, Weighting::Q] {
+        compare(
+            &pipeline(&ms, &train, &targets, r, w),
+            &naive(&ms, &train, &targets, r, w),
+            &format!("λ absolute, {w:?}"),
+        );
+    }
 }
 
 #[test]
@@ -156,11 +173,13 @@ fn single_checkpoint_no_ridge_k_below_n() {
     let (train, targets) = (class_samples(60, 9, 2, 5), class_samples(7, 9, 2, 6));
     let ms = models(1, &[9, 1], Logistic);
     let r = Ridge::Absolute(0.0);
-    compare(
-        &pipeline(&ms, &train, &targets, r),
-        &naive(&ms, &train, &targets, r),
-        "λ = 0",
-    );
+    for w in [Weighting::None, Weighting::Q] {
+        compare(
+            &pipeline(&ms, &train, &targets, r, w),
+            &naive(&ms, &train, &targets, r, w),
+            &format!("λ = 0, {w:?}"),
+        );
+    }
 }
 
 #[test]
@@ -169,20 +188,24 @@ fn ensemble_of_checkpoints_combines_as_the_formula() {
     let (train, targets) = (class_samples(80, 5, 3, 7), class_samples(5, 5, 3, 8));
     let ms = models(3, &[5, 4, 3], Margin);
     let r = Ridge::Relative(0.1);
-    compare(
-        &pipeline(&ms, &train, &targets, r),
-        &naive(&ms, &train, &targets, r),
-        "ensemble M=3, λ relative",
-    );
+    for w in [Weighting::None, Weighting::Q] {
+        compare(
+            &pipeline(&ms, &train, &targets, r, w),
+            &naive(&ms, &train, &targets, r, w),
+            &format!("ensemble M=3, λ relative, {w:?}"),
+        );
+    }
     // λ = 0 ensemble of binary logistic regressions, d = 12 (p = 13 < n = 80)
     let (btrain, btargets) = (class_samples(80, 12, 2, 9), class_samples(5, 12, 2, 10));
     let bms = models(3, &[12, 1], Logistic);
     let r0 = Ridge::Absolute(0.0);
-    compare(
-        &pipeline(&bms, &btrain, &btargets, r0),
-        &naive(&bms, &btrain, &btargets, r0),
-        "ensemble M=3, λ = 0",
-    );
+    for w in [Weighting::None, Weighting::Q] {
+        compare(
+            &pipeline(&bms, &btrain, &btargets, r0, w),
+            &naive(&bms, &btrain, &btargets, r0, w),
+            &format!("ensemble M=3, λ = 0, {w:?}"),
+        );
+    }
     // A subset of the featurised checkpoints averages S and Q over that subset only.
     let trak = Trak::builder()
         .projector(ProjectorKind::Identity)
@@ -203,8 +226,14 @@ fn ensemble_of_checkpoints_combines_as_the_formula() {
     let sub = vec![ms[0].clone(), ms[2].clone()];
     compare(
         &got,
-        &naive(&sub, &train, &targets, Ridge::default()),
-        "ensemble subset {0, 2}",
+        &naive(
+            &sub,
+            &train,
+            &targets,
+            Ridge::default(),
+            Weighting::default(),
+        ),
+        "ensemble subset {0, 2} (default Q weighting)",
     );
 }
 

@@ -273,7 +273,7 @@ fn factored_applies_the_kronecker_product_of_its_factors() {
                     }
                 });
                 let want = po.t().dot(&gm).dot(&pi);
-                let got = out.slice(ndarray::s![e, plan.offset..plan.offset + plan.width()]);
+                let got = out.slice(ndarray::s![e, plan.offset..plan.offset + plan.width]);
                 let scale = want.iter().fold(1e-12f64, |m, v| m.max(v.abs()));
                 for (w, g) in want.iter().zip(got.iter()) {
                     assert!(
@@ -330,4 +330,83 @@ fn factored_inner_products_are_unbiased() {
     });
     eprintln!("factored: gᵀg' = {dot:.3}, mean {mean:.3} (se {se:.3})");
     assert!((mean - dot).abs() < 5.0 * se, "biased: {mean} vs {dot}");
+}
+
+/// The sketched factored projector (`FactoredProjector::sketched`): E[φ_aᵀφ_b] = g_aᵀg_b
+/// over checkpoints, for a layer with a random output factor and an identity input factor at
+/// 3 positions (Σ_t taken before the sketch) and a small layer whose exact gradient is sketched
+/// (both factors the identity, so only the sketch's signs and places are random).
+#[test]
+fn sketched_factored_inner_products_are_unbiased() {
+    use trak::model::{LayerFactors, LinearLayer};
+    let layers = [
+        LinearLayer {
+            out_dim: 16,
+            in_dim: 50,
+        },
+        LinearLayer {
+            out_dim: 4,
+            in_dim: 6,
+        },
+    ];
+    let fp = FactoredProjector::sketched(&layers, 60, 8, 5).unwrap();
+    let dims: Vec<_> = fp
+        .plan()
+        .iter()
+        .map(|p| (p.k_out, p.k_in, p.width))
+        .collect();
+    assert_eq!(dims, vec![(8, 50, 52), (4, 6, 8)]);
+    assert!(fp.plan().iter().all(|p| p.sketched()));
+    let positions = [3, 1];
+    let factors: Vec<LayerFactors> = layers
+        .iter()
+        .zip(positions)
+        .enumerate()
+        .map(|(l, (layer, t))| {
+            let mut acts = random_matrix(2 * t, layer.in_dim, 10 + l as u64);
+            let mut deltas = random_matrix(2 * t, layer.out_dim, 20 + l as u64);
+            // example 1 = example 0 + noise, so that g_aᵀg_b is large
+            for r in 0..t {
+                let (a0, d0) = (acts.row(r).to_owned(), deltas.row(r).to_owned());
+                acts.row_mut(t + r).scaled_add(2.0, &a0);
+                deltas.row_mut(t + r).scaled_add(2.0, &d0);
+            }
+            LayerFactors {
+                positions: t,
+                acts,
+                deltas,
+            }
+        })
+        .collect();
+    // g_aᵀg_b from the explicit per-layer gradients Σ_t δ_t a_tᵀ.
+    let grad = |f: &LayerFactors, e: usize| {
+        let t = f.positions;
+        let mut g = Array2::<f64>::zeros((f.deltas.ncols(), f.acts.ncols()));
+        for tt in 0..t {
+            let (d, a) = (f.deltas.row(e * t + tt), f.acts.row(e * t + tt));
+            for (r, dv) in d.iter().enumerate() {
+                for (c, av) in a.iter().enumerate() {
+                    g[(r, c)] += *dv as f64 * *av as f64;
+                }
+            }
+        }
+        g
+    };
+    let dot: f64 = factors
+        .iter()
+        .map(|f| (grad(f, 0) * grad(f, 1)).sum())
+        .sum();
+    let (mean, _, se) = inner_product_stats(3000, |c| {
+        let mut out = Array2::zeros((2, fp.output_dim()));
+        fp.at_checkpoint(c)
+            .project(&factors, out.view_mut())
+            .unwrap();
+        out
+    });
+    eprintln!("sketched factored: gᵀg' = {dot:.3}, mean {mean:.3} (se {se:.3})");
+    assert!((mean - dot).abs() < 5.0 * se, "biased: {mean} vs {dot}");
+    assert!(
+        se < 0.1 * dot.abs(),
+        "too noisy to test: se {se}, dot {dot}"
+    );
 }

@@ -126,8 +126,9 @@ fn store_round_trip_is_bit_exact() {
         .fold(0f32, |a, (x, y)| a.max((x - y).abs()));
     assert!(diff <= 1e-4 * scale, "diff {diff} scale {scale}");
 
-    // Every file checks out; listing is complete: run + 2 × (meta + 3 feat + 3 gram +
-    // merged) + target set (meta + 2 features + 3 score blocks).
+    // Every file checks out; listing is complete: run + 2 × (meta + 3 feat + 3 Gram partials
+    // + merged, both under the default Q weighting) + target set (meta + 2 features + 3 score
+    // blocks).
     assert_eq!(reopened.verify().unwrap(), 1 + 2 * 8 + 6);
     assert_eq!(reopened.target_sets().unwrap(), vec!["test".to_string()]);
 }
@@ -336,7 +337,7 @@ fn mismatched_configuration_is_refused_with_what_differs() {
     // Merging with a shard missing names what is missing.
     match run.merge(MergeOptions::default()).unwrap_err() {
         Error::Incomplete { what, .. } => assert!(
-            what.contains("misses 2 of 3 blocks (blocks 1, 2)"),
+            what.contains("misses 2 of 3 blocks under the Q weighting (blocks 1, 2;"),
             "{what}"
         ),
         e => panic!("{e}"),

@@ -1,6 +1,7 @@
 //! Curvature-weighted kernels through the store: the same scores in memory, through a run,
-//! sharded and merged, and out of core; curvature recorded afterwards; runs and target sets
-//! written without a weighting stay plain TRAK, and every refusal is typed.
+//! sharded and merged, and out of core; a run switched to another weighting computes only the
+//! missing Gram partials; runs and target sets written without a weighting stay plain TRAK,
+//! and every refusal is typed.
 
 mod common;
 
@@ -86,7 +87,7 @@ fn check_paths(w: Weighting) {
         "{w:?}: memory vs store {diff} (scale {scale})"
     );
 
-    // The run read back into memory (stored Φ, Q, r, weighted Gram): bit for bit.
+    // The run read back into memory (stored Φ, Q and weighted Gram matrix): bit for bit.
     let reopened = Run::open(base.path().join("single"))
         .unwrap()
         .with_weighting(w);
@@ -134,8 +135,9 @@ fn check_paths(w: Weighting) {
     );
 
     // Not vacuous: the plain kernel gives other scores.
-    let plain = score(&Run::open(&dir).unwrap(), &s, "plain", 64 << 20);
-    let (diff, scale) = max_abs_diff(plain.view(), stored.view());
+    let plain = mem.with_weighting(Weighting::None).finalize().unwrap();
+    let plain = plain.score(&checkpoints(&s), &s.targets).unwrap();
+    let (diff, scale) = max_abs_diff(plain.values(), stored.view());
     assert!(
         diff > 1e-2 * scale,
         "{w:?}: weighted equals plain ({diff}, {scale})"
@@ -153,16 +155,11 @@ fn q_weighted_scores_agree_in_memory_through_the_store_sharded_and_out_of_core()
 }
 
 #[test]
-fn curvature_recorded_after_a_plain_run_gives_the_same_scores() {
+fn a_plain_run_switched_to_gauss_newton_gives_the_same_scores() {
     let s = setup();
     let base = tempfile::tempdir().unwrap();
-    let gn = Run::create(
-        base.path().join("gn"),
-        &trak(Weighting::GaussNewton, 64),
-        1100,
-        512,
-    )
-    .unwrap();
+    let gn_trak = trak(Weighting::GaussNewton, 64);
+    let gn = Run::create(base.path().join("gn"), &gn_trak, 1100, 512).unwrap();
     assert_eq!(featurize(&gn, &s, Shard::ALL), 6);
     gn.merge(MergeOptions::default()).unwrap();
     let reference = score(&gn, &s, "t", 64 << 20);
@@ -175,11 +172,19 @@ fn curvature_recorded_after_a_plain_run_gives_the_same_scores() {
         .unwrap()
         .with_weighting(Weighting::GaussNewton);
     match late.merge(MergeOptions::default()) {
-        Err(Error::Incomplete { what, .. }) => assert!(what.contains("curvature"), "{what}"),
+        Err(Error::Incomplete { what, .. }) => {
+            assert!(what.contains("GaussNewton weighting"), "{what}")
+        }
         other => panic!("{other:?}"),
     }
-    // Featurising again computes only the curvature (6 blocks), features are kept.
+    // Featurising again computes only the Gram partials (6 blocks) from the stored features.
+    let feat = dir.join("ckpt-0").join("block-000000.feat");
+    let before = std::fs::metadata(&feat).unwrap().modified().unwrap();
     assert_eq!(featurize(&late, &s, Shard::ALL), 6);
+    assert_eq!(
+        std::fs::metadata(&feat).unwrap().modified().unwrap(),
+        before
+    );
     assert_eq!(featurize(&late, &s, Shard::ALL), 0);
     late.merge(MergeOptions::default()).unwrap();
     assert_eq!(
@@ -196,8 +201,8 @@ fn plain_runs_stay_plain_and_weighting_mismatches_are_refused() {
     featurize(&run, &s, Shard::ALL);
     run.merge(MergeOptions::default()).unwrap();
     score(&run, &s, "t", 64 << 20);
-    // A plain run writes the files it wrote before weightings existed: no curvature, no
-    // weighted Gram matrix, and the target-set record of the old kind.
+    // A plain run writes the files it wrote before weightings existed: no weighted Gram
+    // partials or matrices, and the target-set record of the old kind.
     let files = run.files().unwrap();
     let names: Vec<String> = files
         .iter()
@@ -206,19 +211,22 @@ fn plain_runs_stay_plain_and_weighting_mismatches_are_refused() {
     assert!(
         names
             .iter()
-            .all(|n| !n.ends_with(".curv") && !n.starts_with("merged-"))
+            .all(|n| !n.ends_with(".q.gram") && !n.starts_with("merged-"))
     );
     let meta = dir.path().join("targets-t").join("targets.trak");
     let kind = inspect(&meta, &std::fs::read(&meta).unwrap()).unwrap().kind;
     assert_eq!(kind, "target-set metadata");
 
-    // Scoring it under Q before merging with Q: typed, and says how.
-    let q = Run::open(dir.path()).unwrap().with_weighting(Weighting::Q);
+    // Opened, it is under the default Q weighting: scoring before featurising and merging
+    // under Q is typed, and says how.
+    let q = Run::open(dir.path()).unwrap();
+    assert_eq!(q.config().weighting(), Weighting::Q);
     let opts = ScoreOptions::default();
     match q.score("q", &checkpoints(&s), &s.targets, opts) {
         Err(Error::Incomplete { what, .. }) => assert!(what.contains("weighting"), "{what}"),
         other => panic!("{other:?}"),
     }
+    assert_eq!(featurize(&q, &s, Shard::ALL), 6);
     q.merge(MergeOptions::default()).unwrap();
     // Resuming the plain target set under Q is refused, naming the weighting.
     let opts = ScoreOptions::default();
@@ -233,7 +241,9 @@ fn plain_runs_stay_plain_and_weighting_mismatches_are_refused() {
     let kind = inspect(&meta, &std::fs::read(&meta).unwrap()).unwrap().kind;
     assert_eq!(kind, "weighted target-set metadata");
     // The plain scores are still there and still plain; every file checks out.
-    let plain = Run::open(dir.path()).unwrap();
+    let plain = Run::open(dir.path())
+        .unwrap()
+        .with_weighting(Weighting::None);
     let again = score(&plain, &s, "t", 64 << 20);
     assert_ne!(bits(again.view()), bits(weighted.view()));
     assert_eq!(plain.verify().unwrap(), plain.files().unwrap().len());
@@ -275,9 +285,7 @@ fn a_negative_weight_in_a_stored_block_names_its_training_example() {
     let dir = tempfile::tempdir().unwrap();
     let run = Run::create(dir.path(), &trak(Weighting::Q, 64), 1100, 512).unwrap();
     let model = SignedQ(s.models[0].clone());
-    run.featurize(5, &model, &train, FeaturizeOptions::default())
-        .unwrap();
-    let r = run.merge(MergeOptions::default());
+    let r = run.featurize(5, &model, &train, FeaturizeOptions::default());
     assert!(
         matches!(
             r,

@@ -13,15 +13,20 @@ pub struct Trak {
     pub(super) projector: ProjectorKind,
     pub(super) seed: u64,
     pub(super) ridge: Ridge,
-    #[serde(default)]
+    /// A configuration serialised before weightings existed is plain TRAK.
+    #[serde(default = "plain")]
     pub(super) weighting: Weighting,
     pub(super) batch_size: usize,
     pub(super) memory_limit: Option<usize>,
 }
 
+fn plain() -> Weighting {
+    Weighting::None
+}
+
 /// Builder for [`Trak`]. Defaults: k = 2048, Rademacher projection, seed 0,
-/// [`Ridge::default`] (λ = 2·tr(ΦᵀΦ)/n), plain kernel ([`Weighting::None`]), batch size 64,
-/// memory limit = the machine's memory.
+/// [`Ridge::default`] (λ = 2·tr(ΦᵀWΦ)/n), the Q-weighted kernel ([`Weighting::Q`]; plain TRAK
+/// is `.weighting(Weighting::None)`), batch size 64, memory limit = the machine's memory.
 #[derive(Debug, Clone)]
 pub struct TrakBuilder {
     cfg: Trak,
@@ -35,7 +40,7 @@ impl Default for TrakBuilder {
                 projector: ProjectorKind::default(),
                 seed: 0,
                 ridge: Ridge::default(),
-                weighting: Weighting::None,
+                weighting: Weighting::default(),
                 batch_size: 64,
                 memory_limit: None,
             },
@@ -59,9 +64,12 @@ impl TrakBuilder {
         self.cfg.seed = seed;
         self
     }
-    /// Kernel weighting (default [`Weighting::None`], plain TRAK; see [`Weighting`]).
-    /// [`Weighting::GaussNewton`] makes featurisation record each training example's
-    /// curvature, which the model must give ([`crate::Model::output_curvature`]).
+    /// Kernel weighting (default [`Weighting::Q`], chosen by the LDS table in
+    /// docs/VALIDATION.md; [`Weighting::None`] is plain TRAK). [`Weighting::GaussNewton`]
+    /// makes featurisation record each training example's curvature, which the model must
+    /// give ([`crate::Model::output_curvature`]). The Q weighting needs Q ≥ 0: a regression
+    /// output (Q = the signed residual) needs another weighting
+    /// ([`crate::Error::BadKernelWeight`] otherwise).
     pub fn weighting(mut self, weighting: Weighting) -> Self {
         self.cfg.weighting = weighting;
         self

@@ -59,12 +59,9 @@ pub(crate) struct StoredCheckpoint {
     pub(crate) id: u64,
     pub(crate) phi: Array2<f32>,
     pub(crate) q: Array1<f32>,
-    /// The curvature, when stored for every example.
-    pub(crate) r: Option<Array1<f32>>,
     pub(crate) params: usize,
-    pub(crate) gram: Array2<f64>,
-    /// A weighted Gram matrix, when merged.
-    pub(crate) weighted: Option<(Weighting, Array2<f64>)>,
+    /// The merged Gram matrix and the weighting it is under.
+    pub(crate) gram: (Weighting, Array2<f64>),
 }
 
 /// Per-checkpoint training features Φ_m (n × k) and Q_m (n), before finalisation.
@@ -145,19 +142,14 @@ impl TrainFeatures {
         Ok(())
     }
 
-    /// Features assembled from stored parts (id, Φ, Q, r, parameter count, Gram matrices).
+    /// Features assembled from stored parts (id, Φ, Q, parameter count, Gram matrix).
     pub(crate) fn from_parts(cfg: Trak, n: usize, parts: Vec<StoredCheckpoint>) -> Self {
         let ckpts = parts
             .into_iter()
             .map(|c| {
-                let r = c.r.map(Arc::new);
-                let f = CkptFeatures::new(c.phi, Arc::new(c.q), r, c.params);
-                f.gram[Weighting::None.index()]
-                    .set(c.gram)
-                    .expect("fresh cell");
-                if let Some((w, g)) = c.weighted {
-                    f.gram[w.index()].set(g).expect("fresh cell");
-                }
+                let f = CkptFeatures::new(c.phi, Arc::new(c.q), None, c.params);
+                let (w, g) = c.gram;
+                f.gram[w.index()].set(g).expect("fresh cell");
                 (c.id, f)
             })
             .collect();

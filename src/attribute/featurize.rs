@@ -1,12 +1,13 @@
 //! Model → projected features: one function, [`Trak::project_set`], used by the in-memory
 //! pipeline and by the store alike.
 
-use ndarray::{Array1, Array2, ArrayViewMut1, ArrayViewMut2, s};
+use ndarray::{Array1, Array2, ArrayViewMut1, ArrayViewMut2, Axis, s};
+use rayon::prelude::*;
 
 use super::Trak;
 use super::memory::{self, bytes};
 use crate::error::{Error, ExampleSet, Result};
-use crate::model::{FactoredModel, Model};
+use crate::model::{FactoredModel, LayerFactors, Model};
 use crate::project::{self, FactoredMatrices, FactoredProjector, Projector, ProjectorKind};
 
 /// How a batch becomes features: flat gradients through a [`Projector`], or layer factors
@@ -65,7 +66,7 @@ impl Trak {
         if p == 0 {
             return Err(Error::Empty("model parameters"));
         }
-        if self.projector != ProjectorKind::Factored {
+        if !self.projector.is_factored() {
             return Ok(Engine::Flat(project::build(
                 self.projector,
                 p,
@@ -79,7 +80,12 @@ impl Trak {
         if covered != p {
             return Err(Error::LayerCoverage { covered, params: p });
         }
-        let fp = FactoredProjector::new(&layers, self.proj_dim, self.seed)?;
+        let fp = match self.projector {
+            ProjectorKind::Factored { expansion } => {
+                FactoredProjector::sketched(&layers, self.proj_dim, expansion, self.seed)?
+            }
+            _ => FactoredProjector::new(&layers, self.proj_dim, self.seed)?,
+        };
         Ok(Engine::Factored(fm, fp.at_checkpoint(checkpoint)))
     }
 
@@ -122,6 +128,15 @@ impl Trak {
         let mut feats = memory::zeros2::<f32>((n, dim), "features")?;
         let mut q = memory::zeros1::<f32>(if with_q { n } else { 0 }, "Q")?;
         let mut grads = memory::zeros2::<f32>((batch_rows, p), "gradient batch")?;
+        let proj = match &engine {
+            Engine::Flat(proj) => proj.as_ref(),
+            Engine::Factored(fm, mats) => {
+                let qv = with_q.then(|| q.view_mut());
+                let out = (feats.view_mut(), qv);
+                self.factored_batches(checkpoint, (model, *fm, mats), slice, out, progress)?;
+                return Ok((feats, q));
+            }
+        };
         for (bi, batch) in slice.examples.chunks(bs).enumerate() {
             let start = bi * bs;
             let at = Batch {
@@ -130,19 +145,56 @@ impl Trak {
                 first: slice.offset + start,
             };
             let out = feats.slice_mut(s![start..start + batch.len(), ..]);
-            match &engine {
-                Engine::Flat(proj) => {
-                    let g = grads.slice_mut(s![..batch.len(), ..]);
-                    at.project_flat(model, proj.as_ref(), batch, g, out)?
-                }
-                Engine::Factored(fm, mats) => at.project_factored(*fm, mats, batch, out)?,
-            }
+            let g = grads.slice_mut(s![..batch.len(), ..]);
+            at.project_flat(model, proj, batch, g, out)?;
             if with_q {
                 at.q(model, batch, q.slice_mut(s![start..start + batch.len()]))?;
             }
             progress(start + batch.len());
         }
         Ok((feats, q))
+    }
+
+    /// The factored engine's batches, several at once (each batch's layer factors, projection
+    /// and Q are independent of the others, so the features do not depend on the grouping):
+    /// groups of eight batches per thread run in parallel, progress is reported after each
+    /// group, and the first failing batch in order gives the error.
+    fn factored_batches<M: Model>(
+        &self,
+        checkpoint: u64,
+        (model, fm, mats): (&M, &dyn FactoredModel<M::Example>, &FactoredMatrices),
+        slice: ExampleSlice<'_, M::Example>,
+        (mut feats, mut q): (ArrayViewMut2<'_, f32>, Option<ArrayViewMut1<'_, f32>>),
+        progress: &mut dyn FnMut(usize),
+    ) -> Result<()> {
+        let bs = self.batch_size.min(slice.examples.len().max(1));
+        let batches: Vec<&[M::Example]> = slice.examples.chunks(bs).collect();
+        let mut outs: Vec<_> = feats.axis_chunks_iter_mut(Axis(0), bs).collect();
+        let mut qs: Vec<Option<ArrayViewMut1<'_, f32>>> = match q.as_mut() {
+            Some(q) => q.axis_chunks_iter_mut(Axis(0), bs).map(Some).collect(),
+            None => batches.iter().map(|_| None).collect(),
+        };
+        let group = 8 * rayon::current_num_threads().max(1);
+        for g0 in (0..batches.len()).step_by(group) {
+            let g1 = (g0 + group).min(batches.len());
+            let results: Vec<Result<()>> = (g0..g1)
+                .into_par_iter()
+                .zip(outs[g0..g1].par_iter_mut())
+                .zip(qs[g0..g1].par_iter_mut())
+                .map(|((bi, out), q)| {
+                    let at = Batch {
+                        set: slice.set,
+                        checkpoint,
+                        first: slice.offset + bi * bs,
+                    };
+                    let q = q.as_mut().map(|q| q.view_mut());
+                    at.project_factored(model, (fm, mats), batches[bi], out.view_mut(), q)
+                })
+                .collect();
+            results.into_iter().collect::<Result<()>>()?;
+            progress((g1 * bs).min(slice.examples.len()));
+        }
+        Ok(())
     }
 
     /// The curvature r = ∂²L/∂f² of every training example under `model`, batch by batch
@@ -207,16 +259,32 @@ impl Batch {
         proj.project(self.checkpoint, g.view(), out)
     }
 
-    /// Layer factors, checked (shapes, finite values), projected into `out`.
-    fn project_factored<E>(
+    /// Layer factors, checked (shapes, finite values), projected into `out`; and Q into `q`
+    /// when asked (from the same pass when the model gives it, else [`Model::output_q`]).
+    fn project_factored<M: Model>(
         &self,
-        fm: &dyn FactoredModel<E>,
-        mats: &FactoredMatrices,
-        batch: &[E],
+        model: &M,
+        (fm, mats): (&dyn FactoredModel<M::Example>, &FactoredMatrices),
+        batch: &[M::Example],
         out: ArrayViewMut2<'_, f32>,
+        mut q: Option<ArrayViewMut1<'_, f32>>,
     ) -> Result<()> {
-        let factors = fm.layer_factors(batch)?;
+        let (factors, with_q) = match q.as_mut() {
+            None => (fm.layer_factors(batch)?, false),
+            Some(q) => fm.layer_factors_and_q(batch, q.view_mut())?,
+        };
         mats.check(&factors, batch.len())?;
+        self.check_factors(&factors)?;
+        mats.project(&factors, out)?;
+        match (q, with_q) {
+            (None, _) => Ok(()),
+            (Some(q), true) => self.check_q(q.view()),
+            (Some(q), false) => self.q(model, batch, q),
+        }
+    }
+
+    /// [`Error::NonFiniteFactor`] for the first non-finite layer input or output gradient.
+    fn check_factors(&self, factors: &[LayerFactors]) -> Result<()> {
         for (layer, f) in factors.iter().enumerate() {
             for (what, m) in [("activation", &f.acts), ("output gradient", &f.deltas)] {
                 if let Some(flat) = m.iter().position(|v| !v.is_finite()) {
@@ -232,7 +300,7 @@ impl Batch {
                 }
             }
         }
-        mats.project(&factors, out)
+        Ok(())
     }
 
     /// Q of the batch into `q`, checked finite.
@@ -243,6 +311,11 @@ impl Batch {
         mut q: ArrayViewMut1<'_, f32>,
     ) -> Result<()> {
         model.output_q(batch, q.view_mut())?;
+        self.check_q(q.view())
+    }
+
+    /// [`Error::NonFiniteQ`] for the first non-finite Q of the batch.
+    fn check_q(&self, q: ndarray::ArrayView1<'_, f32>) -> Result<()> {
         if let Some(i) = q.iter().position(|v| !v.is_finite()) {
             return Err(Error::NonFiniteQ {
                 example: self.first + i,

@@ -467,18 +467,29 @@ impl<O: OutputFn> Mlp<O> {
     /// Forward pass and back-propagation of ∂f/∂z for a batch: activations and, per layer, the
     /// gradient of the output function with respect to the layer's pre-activations.
     fn output_backward(&self, batch: &[Sample]) -> Result<(Forward, Vec<Array2<f32>>)> {
+        let (fwd, deltas, _) = self.output_backward_q(batch)?;
+        Ok((fwd, deltas))
+    }
+}
+
+impl<O: OutputFn> Mlp<O> {
+    /// The forward pass, every layer's δ and each example's Q (from the same logits as
+    /// [`Model::output_q`], so bit-identical to it).
+    fn output_backward_q(&self, batch: &[Sample]) -> Result<(Forward, Vec<Array2<f32>>, Vec<f32>)> {
         let fwd = self.forward(self.gather(batch, 0)?);
         let z = fwd.acts.last().expect("at least one layer");
         let mut delta = Array2::zeros(z.raw_dim());
+        let mut q = Vec::with_capacity(batch.len());
         for ((z, mut d), s) in z.rows().into_iter().zip(delta.rows_mut()).zip(batch) {
-            self.output.eval(
+            let v = self.output.eval(
                 z.as_slice().expect("standard layout"),
                 &s.target,
                 d.as_slice_mut().expect("standard layout"),
             );
+            q.push(v.q);
         }
         let deltas = self.backward(&fwd, delta);
-        Ok((fwd, deltas))
+        Ok((fwd, deltas, q))
     }
 }
 
@@ -496,19 +507,31 @@ impl<O: OutputFn> FactoredModel<Sample> for Mlp<O> {
     }
 
     fn layer_factors(&self, batch: &[Sample]) -> Result<Vec<LayerFactors>> {
-        if batch.is_empty() {
-            return Ok(self
-                .linear_layers()
-                .iter()
-                .map(|l| LayerFactors {
-                    positions: 1,
-                    acts: Array2::zeros((0, l.in_dim)),
-                    deltas: Array2::zeros((0, l.out_dim)),
-                })
-                .collect());
+        let mut q = vec![0.0; batch.len()];
+        Ok(self
+            .layer_factors_and_q(batch, ArrayViewMut1::from(&mut q[..]))?
+            .0)
+    }
+
+    fn layer_factors_and_q(
+        &self,
+        batch: &[Sample],
+        mut q: ArrayViewMut1<'_, f32>,
+    ) -> Result<(Vec<LayerFactors>, bool)> {
+        if q.len() != batch.len() {
+            return Err(shape_err("Q buffer", batch.len(), q.len()));
         }
-        let (fwd, deltas) = self.output_backward(batch)?;
-        Ok(deltas
+        if batch.is_empty() {
+            let empty = |l: &LinearLayer| LayerFactors {
+                positions: 1,
+                acts: Array2::zeros((0, l.in_dim)),
+                deltas: Array2::zeros((0, l.out_dim)),
+            };
+            return Ok((self.linear_layers().iter().map(empty).collect(), true));
+        }
+        let (fwd, deltas, qs) = self.output_backward_q(batch)?;
+        q.iter_mut().zip(qs).for_each(|(d, v)| *d = v);
+        let factors = deltas
             .into_iter()
             .enumerate()
             .map(|(l, deltas)| {
@@ -521,6 +544,7 @@ impl<O: OutputFn> FactoredModel<Sample> for Mlp<O> {
                     deltas,
                 }
             })
-            .collect())
+            .collect();
+        Ok((factors, true))
     }
 }

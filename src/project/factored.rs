@@ -2,51 +2,73 @@
 //! gradients, without forming the p-dimensional gradient.
 //!
 //! For a linear layer y = W a (W: out × in) applied at positions t = 1..T, the per-example
-//! gradient is ∇_W f = Σ_t δ_t a_tᵀ. With two small random matrices P_out (out × k_out) and
-//! P_in (in × k_in), the layer's features are
+//! gradient is ∇_W f = Σ_t δ_t a_tᵀ. With two random matrices P_out (out × k_out) and P_in
+//! (in × k_in), the layer's intermediate is
 //!
 //! ```text
-//! φ_layer = Σ_t (P_outᵀ δ_t) ⊗ (P_inᵀ a_t)        (k_out · k_in values)
+//! X = Σ_t (P_outᵀ δ_t) ⊗ (P_inᵀ a_t) = P_outᵀ ∇_W f P_in        (k_out × k_in)
 //! ```
 //!
-//! which is (P_out ⊗ P_in)ᵀ vec(∇_W f): a random projection of the layer's gradient whose
-//! matrix is a Kronecker product. Its entries are ±1/√(k_out k_in) (Rademacher factors from
-//! [`DenseProjector`] scaled 1/√k_out and 1/√k_in), so E\[φ_aᵀφ_b\] is
-//! the gradients' inner product, as for the dense projector; the variance is somewhat higher.
-//! A factor whose k equals its dimension is the identity (exact).
+//! a random projection of the layer's gradient whose matrix is a Kronecker product. Its
+//! entries are ±1/√(k_out k_in) (Rademacher factors from [`DenseProjector`] scaled 1/√k_out
+//! and 1/√k_in), so E\[X_aᵀX_b\] is the gradients' inner product; a factor whose k equals its
+//! dimension is the identity (exact). Two plans turn X into the layer's features:
 //!
-//! The cost per example is O(Σ_layers T·(out·k_out + in·k_in + k_out·k_in)) instead of
-//! O(p·k), and the memory traffic is that of the factors, not of p floats.
+//! - **Sketched** ([`FactoredProjector::sketched`], [`ProjectorKind::Factored`](super::ProjectorKind::Factored), the default
+//!   [`ProjectorKind::FACTORED`](super::ProjectorKind::FACTORED)): X is made large, about `expansion` × the layer's share of
+//!   k, and a sparse sign-and-place sketch maps it onto the share: column c of X (k_out
+//!   values) is added, with random signs where a factor is the identity, at a random place
+//!   of the layer's block, wrapping around (see `Sketch`). Every entry of X lands on one
+//!   feature, two entries of X share a feature with probability ≈ 1/width and independent
+//!   signs, so E\[φ_aᵀφ_b\] = E\[X_aᵀX_b\] = g_aᵀg_b (tests/projection.rs checks it
+//!   statistically, with positions and identity factors). The sketch is linear, so summing
+//!   over positions before or after it is the same map; the code adds each position's
+//!   u_t ⊗ v_t in order. The loss of the small plan came from the variance of its small
+//!   factors (12 × 153 for the MNIST MLP's first layer); here that layer's input side is
+//!   exact and its output side has 75 of 128 dimensions.
+//! - **Small** ([`FactoredProjector::new`], [`ProjectorKind::FactoredSmall`](super::ProjectorKind::FactoredSmall), the plan of
+//!   trak 0.1): X itself is the layer's features, k_out · k_in ≤ its share.
+//!
+//! The cost per example is O(Σ_layers T·(out·k_out + in·k_in + nnz(a)·k_out)) instead of
+//! O(p·k): no p-dimensional gradient, and a zero input (ReLU, padding, an MNIST background
+//! pixel) adds nothing. With the input side exact (P_in = I), the sketched plan skips the
+//! input projection, which is the small plan's largest cost.
 //!
 //! # How k is split
-//! [`FactoredProjector::new`] turns the requested k into one block per layer, in layer order
-//! (layer l's features are columns `offset_l .. offset_l + k_out·k_in` of φ, row-major in
-//! (r, c) with r < k_out, c < k_in):
+//! Both plans give each layer a block of consecutive feature columns, in layer order:
 //!
 //! 1. **Shares.** k is divided among the layers in proportion to √p_l (p_l = out·in). A layer
-//!    with no more parameters than its share is kept whole (k_out = out, k_in = in: exact), and
-//!    the rest is shared again among the others.
-//! 2. **Factors.** A share k_l becomes k_out · k_in ≤ k_l with k_out = round(k_l^⅓) (the
-//!    whole output side instead when out ≤ 2·round(k_l^⅓)) and k_in = min(in, ⌊k_l/k_out⌋),
-//!    so the input side gets about k_out² dimensions. What a layer leaves of its share
-//!    (k_l − k_out·k_in) is added to the next layer's share.
+//!    with no more parameters than its share is kept whole (k_out = out, k_in = in: exact, no
+//!    sketch), and the rest is shared again among the others.
+//! 2. **Factors.** For a size m, `factor_pair` gives k_out · k_in ≤ m with k_out =
+//!    round(m^⅓) (the whole output side instead when out ≤ 2·round(m^⅓)) and k_in = min(in,
+//!    ⌊m/k_out⌋), so the input side gets about k_out² dimensions; if the input side is then
+//!    whole, k_out grows to min(out, ⌊m/in⌋). The small plan uses m = the share (what a
+//!    layer leaves goes to the next layer's share, so its output dimension is at most k);
+//!    the sketched plan uses m = `expansion` × the share and a block width of exactly the
+//!    share (its output dimension is k).
 //!
-//! Both rules were chosen by the LDS of the MNIST MLP at k = 2048 (docs/VALIDATION.md): with
-//! equal shares, first-layer factors 64 × 16, 32 × 32, 16 × 64, 10 × 102, 8 × 128, 4 × 256,
-//! 2 × 512 gave LDS 0.471, 0.497, 0.511, 0.515, 0.516, 0.508, 0.489 (the output gradients of a
-//! hidden layer live near a subspace of the network's output dimension, the inputs do not), and
-//! shares ∝ √p_l lifted it to 0.526 (dense projection: 0.535).
+//! The factor rule and the shares were chosen by the LDS of the MNIST MLP at k = 2048
+//! (docs/VALIDATION.md): with equal shares, first-layer factors 64 × 16, 32 × 32, 16 × 64,
+//! 10 × 102, 8 × 128, 4 × 256, 2 × 512 gave LDS 0.471, 0.497, 0.511, 0.515, 0.516, 0.508,
+//! 0.489 (the output gradients of a hidden layer live near a subspace of the network's output
+//! dimension, the inputs do not), and shares ∝ √p_l lifted it to 0.526 (dense projection:
+//! 0.535). The expansion was chosen the same way ([`DEFAULT_EXPANSION`] = 32; the table is in
+//! docs/VALIDATION.md): 4 and 8 recover part of the gap to dense, 16–64 nearly all of it,
+//! and 32 is the fastest of those on the MNIST MLP because its first layer's input side is
+//! whole.
 //!
-//! So the output dimension is at most k, usually a little below it. The MNIST MLP
-//! (784-128-10, bias columns included: 128 × 785 and 10 × 129) at k = 2048 gets 12 × 153 for
-//! the first layer and 10 × 21 (the 10 outputs kept whole) for the second: 2046 features;
-//! multinomial logistic regression (10 × 785) gets 10 × 204. [`FactoredProjector::plan`]
+//! The MNIST MLP (784-128-10, bias columns included: 128 × 785 and 10 × 129) at k = 2048:
+//! sketched, 75 × 785 onto 1840 features and 10 × 129 (its exact gradient) onto 208; small,
+//! 12 × 153 and 10 × 21 (2046 features). Multinomial logistic regression (10 × 785):
+//! sketched, its exact gradient onto 2048; small, 10 × 204. [`FactoredProjector::plan`]
 //! tells.
 //!
 //! # Determinism
 //! Each feature is a fixed sum in a fixed order for its example alone (factor products
-//! accumulated over the layer's inputs in index order, then over positions in order), so
-//! features are bit-identical for any batch size and thread count.
+//! accumulated over the layer's inputs in index order, then over positions in order; the
+//! sketch's places and signs are a pure function of the seed, the checkpoint and the layer),
+//! so features are bit-identical for any batch size and thread count.
 
 use ndarray::{Array2, ArrayView2, ArrayViewMut2, Axis};
 use rayon::prelude::*;
@@ -58,11 +80,14 @@ use super::{DenseProjector, Distribution};
 use crate::error::{Error, Result, invalid, shape_err};
 use crate::model::{LayerFactors, LinearLayer};
 
+/// The default expansion of [`ProjectorKind::FACTORED`](super::ProjectorKind::FACTORED).
+pub const DEFAULT_EXPANSION: usize = 32;
+
 /// Examples per parallel task (any value gives the same features).
 const EXAMPLES_PER_TASK: usize = 8;
 
-/// How one layer is projected: its shape, the factor dimensions and where its block of
-/// features starts.
+/// How one layer is projected: its shape, the factor dimensions, the width of its block of
+/// features and where the block starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LayerPlan {
     /// The layer.
@@ -71,14 +96,17 @@ pub struct LayerPlan {
     pub k_out: usize,
     /// Dimension of the projected input (≤ `layer.in_dim`).
     pub k_in: usize,
-    /// First feature column of the layer's block (its width is `k_out · k_in`).
+    /// Features of this layer: `k_out · k_in` without a sketch, the layer's share of k with
+    /// one (then `k_out · k_in` > `width`).
+    pub width: usize,
+    /// First feature column of the layer's block.
     pub offset: usize,
 }
 
 impl LayerPlan {
-    /// Features of this layer, `k_out · k_in`.
-    pub fn width(&self) -> usize {
-        self.k_out * self.k_in
+    /// Whether the `k_out × k_in` intermediate is sketched down to `width` columns.
+    pub fn sketched(&self) -> bool {
+        self.k_out * self.k_in > self.width
     }
 }
 
@@ -91,21 +119,48 @@ pub struct FactoredProjector {
 }
 
 impl FactoredProjector {
-    /// Plans the projection of `layers` onto (at most) `k` features, keyed by `seed`.
-    pub fn new(layers: &[LinearLayer], k: usize, seed: u64) -> Result<Self> {
-        if layers.is_empty() {
-            return Err(Error::Empty("linear layers of the factored model"));
-        }
-        if let Some(l) = layers.iter().position(|l| l.out_dim == 0 || l.in_dim == 0) {
+    /// Plans the sketched projection of `layers` onto `k` features, keyed by `seed`: per
+    /// layer an intermediate of about `expansion` × its share of k, sketched down to the
+    /// share ([`ProjectorKind::Factored`](super::ProjectorKind::Factored), `expansion` ≥ 2).
+    pub fn sketched(layers: &[LinearLayer], k: usize, expansion: usize, seed: u64) -> Result<Self> {
+        if expansion < 2 {
             return Err(invalid(
-                "factored layer shape",
-                format!("layer {l}: {:?}", layers[l]),
-                "non-zero input and output dimensions",
+                "factored expansion",
+                expansion,
+                "≥ 2 (ProjectorKind::FactoredSmall has no sketch)",
             ));
         }
-        if k == 0 {
-            return Err(invalid("projection dimension k", 0, "k ≥ 1"));
+        check_layers(layers, k)?;
+        let mut plan = Vec::with_capacity(layers.len());
+        let mut offset = 0;
+        for (layer, share) in layers.iter().zip(shares(layers, k)) {
+            let whole = layer.num_params() <= share;
+            let inter = share.saturating_mul(expansion);
+            let (k_out, k_in) = match whole {
+                true => (layer.out_dim, layer.in_dim),
+                false => factor_pair(inter, layer.out_dim, layer.in_dim),
+            };
+            let width = share.min(k_out * k_in);
+            plan.push(LayerPlan {
+                layer: *layer,
+                k_out,
+                k_in,
+                width,
+                offset,
+            });
+            offset += width;
         }
+        Ok(Self {
+            plan,
+            k: offset,
+            seed,
+        })
+    }
+
+    /// Plans the small-factor projection of `layers` onto (at most) `k` features, keyed by
+    /// `seed` ([`ProjectorKind::FactoredSmall`](super::ProjectorKind::FactoredSmall)).
+    pub fn new(layers: &[LinearLayer], k: usize, seed: u64) -> Result<Self> {
+        check_layers(layers, k)?;
         let shares = shares(layers, k);
         let mut plan = Vec::with_capacity(layers.len());
         let mut offset = 0;
@@ -118,6 +173,7 @@ impl FactoredProjector {
                 layer: *layer,
                 k_out,
                 k_in,
+                width: k_out * k_in,
                 offset,
             });
             offset += k_out * k_in;
@@ -134,7 +190,7 @@ impl FactoredProjector {
         &self.plan
     }
 
-    /// Output dimension: Σ k_out · k_in (≤ the requested k).
+    /// Output dimension: Σ widths (≤ the requested k).
     pub fn output_dim(&self) -> usize {
         self.k
     }
@@ -161,8 +217,8 @@ impl FactoredProjector {
         })
     }
 
-    /// The factor matrices of `checkpoint`, materialised (they are small: Σ out·k_out + in·k_in
-    /// floats), ready to project batches.
+    /// The factor matrices and sketches of `checkpoint`, materialised (they are small:
+    /// Σ out·k_out + in·k_in floats and k_out + k_in sketch entries), ready to project batches.
     pub fn at_checkpoint(&self, checkpoint: u64) -> FactoredMatrices {
         let mats = self
             .plan
@@ -174,11 +230,111 @@ impl FactoredProjector {
                     self.factor(l, 1, p.layer.in_dim, p.k_in, checkpoint),
                 )
             })
+            .collect::<Vec<FactorPair>>();
+        let sketches = self
+            .plan
+            .iter()
+            .zip(&mats)
+            .enumerate()
+            .map(|(l, (p, (o, i)))| {
+                let key = splitmix64(self.seed ^ splitmix64((l as u64) ^ 0x534B_4554));
+                Sketch::new(p, key ^ splitmix64(checkpoint), (o.is_none(), i.is_none()))
+            })
             .collect();
         FactoredMatrices {
             plan: self.plan.clone(),
             k: self.k,
             mats,
+            sketches,
+        }
+    }
+}
+
+/// The layers must be non-empty with non-zero dimensions, and k ≥ 1.
+fn check_layers(layers: &[LinearLayer], k: usize) -> Result<()> {
+    if layers.is_empty() {
+        return Err(Error::Empty("linear layers of the factored model"));
+    }
+    if let Some(l) = layers.iter().position(|l| l.out_dim == 0 || l.in_dim == 0) {
+        return Err(invalid(
+            "factored layer shape",
+            format!("layer {l}: {:?}", layers[l]),
+            "non-zero input and output dimensions",
+        ));
+    }
+    if k == 0 {
+        return Err(invalid("projection dimension k", 0, "k ≥ 1"));
+    }
+    Ok(())
+}
+
+/// Where the intermediate X = Σ_t u_t ⊗ v_t (k_out × k_in) lands in a layer's block of
+/// features. Without a sketch, `starts[r] = r · k_in`: row r of X fills columns
+/// `starts[r] .. starts[r] + k_in` (the Kronecker layout). With one (`by_column`), column c
+/// of X (k_out values) is added at columns `starts[c], starts[c] + 1, …` wrapping at the
+/// block's width, the starts uniform in `0..width`; a factor that is the identity gets random
+/// signs (a random factor's columns already have independent signs). Two entries of X then
+/// share a feature with probability ≈ 1/width unless they are in the same column (never),
+/// with independent signs, so E[φ_aᵀφ_b] is the intermediates' inner product, as for a
+/// count sketch. Columns go whole so that a zero input (ReLU, padding, MNIST background)
+/// costs nothing.
+#[derive(Debug, Clone)]
+struct Sketch {
+    by_column: bool,
+    starts: Vec<usize>,
+    out_signs: Option<Vec<f32>>,
+    in_signs: Option<Vec<f32>>,
+}
+
+impl Sketch {
+    /// The sketch of layer `p` under `key`; `identity` says which factors are the identity.
+    fn new(p: &LayerPlan, key: u64, identity: (bool, bool)) -> Self {
+        if !p.sketched() {
+            return Self {
+                by_column: false,
+                starts: (0..p.k_out).map(|r| r * p.k_in).collect(),
+                out_signs: None,
+                in_signs: None,
+            };
+        }
+        let draw =
+            |stream: u64, i: usize| splitmix64(key ^ splitmix64(stream) ^ splitmix64(i as u64));
+        let width = p.width as u128;
+        let starts = (0..p.k_in)
+            .map(|c| ((draw(1, c) as u128 * width) >> 64) as usize)
+            .collect();
+        let signs = |stream, n: usize| {
+            (0..n)
+                .map(|i| {
+                    if draw(stream, i) >> 63 == 0 {
+                        1.0
+                    } else {
+                        -1.0
+                    }
+                })
+                .collect()
+        };
+        Self {
+            by_column: true,
+            starts,
+            out_signs: identity.0.then(|| signs(2, p.k_out)),
+            in_signs: identity.1.then(|| signs(3, p.k_in)),
+        }
+    }
+
+    /// Adds u ⊗ v (one position of one example) into the layer's block `dst`.
+    #[inline(always)]
+    fn add<A: Arith>(&self, dst: &mut [f32], u: &[f32], v: &[f32]) {
+        if self.by_column {
+            for (&vx, &start) in v.iter().zip(&self.starts) {
+                if vx != 0.0 {
+                    add_wrapped::<A>(dst, start, vx, u);
+                }
+            }
+        } else {
+            for (&ux, &start) in u.iter().zip(&self.starts) {
+                add_wrapped::<A>(dst, start, ux, v);
+            }
         }
     }
 }
@@ -257,6 +413,7 @@ pub struct FactoredMatrices {
     plan: Vec<LayerPlan>,
     k: usize,
     mats: Vec<FactorPair>,
+    sketches: Vec<Sketch>,
 }
 
 impl FactoredMatrices {
@@ -348,28 +505,54 @@ impl FactoredMatrices {
     ) {
         let nb = out.nrows();
         out.fill(0.0);
-        for ((p, (m_out, m_in)), f) in self.plan.iter().zip(&self.mats).zip(factors) {
+        let layers = self.plan.iter().zip(&self.mats).zip(&self.sketches);
+        for (((p, (m_out, m_in)), sk), f) in layers.zip(factors) {
             let t = f.positions;
             let rows = first * t..(first + nb) * t;
-            let u = project_rows::<A>(
+            let mut u = project_rows::<A>(
                 f.deltas.slice(ndarray::s![rows.clone(), ..]),
                 m_out.as_ref(),
             );
-            let v = project_rows::<A>(f.acts.slice(ndarray::s![rows, ..]), m_in.as_ref());
+            let mut v = project_rows::<A>(f.acts.slice(ndarray::s![rows, ..]), m_in.as_ref());
+            apply_signs(&mut u, sk.out_signs.as_deref());
+            apply_signs(&mut v, sk.in_signs.as_deref());
             let (ko, ki) = (p.k_out, p.k_in);
             for (e, mut row) in out.rows_mut().into_iter().enumerate() {
                 let dst =
-                    &mut row.as_slice_mut().expect("standard layout")[p.offset..p.offset + ko * ki];
+                    &mut row.as_slice_mut().expect("standard layout")[p.offset..p.offset + p.width];
                 for tt in 0..t {
                     let ur = &u[(e * t + tt) * ko..][..ko];
                     let vr = &v[(e * t + tt) * ki..][..ki];
-                    for (r, &ux) in ur.iter().enumerate() {
-                        for (d, &vx) in dst[r * ki..(r + 1) * ki].iter_mut().zip(vr) {
-                            *d = A::madd(ux, vx, *d);
-                        }
-                    }
+                    sk.add::<A>(dst, ur, vr);
                 }
             }
+        }
+    }
+}
+
+/// dst[(start + i) mod width] += x · v[i] for i in order (a row or column of the intermediate
+/// into its place in the layer's block).
+#[inline(always)]
+fn add_wrapped<A: Arith>(dst: &mut [f32], start: usize, x: f32, v: &[f32]) {
+    let mut pos = start;
+    let mut rest = v;
+    while !rest.is_empty() {
+        let len = (dst.len() - pos).min(rest.len());
+        for (d, &vx) in dst[pos..pos + len].iter_mut().zip(&rest[..len]) {
+            *d = A::madd(x, vx, *d);
+        }
+        rest = &rest[len..];
+        pos = 0;
+    }
+}
+
+/// Multiplies each row's columns by `signs` (none: unchanged).
+#[inline(always)]
+fn apply_signs(x: &mut [f32], signs: Option<&[f32]>) {
+    let Some(signs) = signs else { return };
+    for row in x.chunks_exact_mut(signs.len()) {
+        for (v, s) in row.iter_mut().zip(signs) {
+            *v *= s;
         }
     }
 }
@@ -430,6 +613,25 @@ mod tests {
         );
         // k larger than p: every layer exact
         assert_eq!(dims(&[ll(3, 4)], 100), (vec![(3, 4, 0)], 12));
+        // the sketched plan: intermediates of about 32 × the share, blocks of the share
+        let sk = |layers: &[LinearLayer], k| {
+            let p = FactoredProjector::sketched(layers, k, DEFAULT_EXPANSION, 0).unwrap();
+            let d: Vec<_> = p
+                .plan()
+                .iter()
+                .map(|l| (l.k_out, l.k_in, l.width, l.offset))
+                .collect();
+            (d, p.output_dim())
+        };
+        assert_eq!(
+            sk(&[ll(128, 785), ll(10, 129)], 2048),
+            (vec![(75, 785, 1840, 0), (10, 129, 208, 1840)], 2048)
+        );
+        assert_eq!(sk(&[ll(10, 785)], 2048), (vec![(10, 785, 2048, 0)], 2048));
+        // a layer within its share is kept whole, unsketched
+        let p = FactoredProjector::sketched(&[ll(64, 65), ll(2, 5)], 512, 32, 0).unwrap();
+        assert!(!p.plan()[1].sketched() && p.plan()[1].width == 10);
+        assert!(FactoredProjector::sketched(&[ll(3, 4)], 8, 1, 0).is_err());
         // the input side whole: the output side takes what is left
         assert_eq!(factor_pair(400, 50, 20), (20, 20));
         assert_eq!(factor_pair(1000, 100, 1000), (10, 100));

@@ -57,10 +57,21 @@ pub enum ProjectorKind {
         /// Non-zeros per input coordinate (1, 2, 4 or 8 are the usual choices).
         s: usize,
     },
-    /// Per-layer Kronecker projection ([`FactoredProjector`]). Needs a model whose
-    /// [`crate::Model::factored`] returns its [`crate::model::FactoredModel`] view. The
-    /// feature dimension is at most the configured k (see [`factored`] for the split).
-    Factored,
+    /// Per-layer Kronecker projection with small factors and no sketch
+    /// ([`FactoredProjector::new`]): the factored projector of trak 0.1, kept for the runs
+    /// made with it; [`ProjectorKind::FACTORED`] is more accurate and usually faster. Needs
+    /// a model with a [`crate::model::FactoredModel`] view; the feature dimension is at most
+    /// the configured k.
+    FactoredSmall,
+    /// Per-layer Kronecker projection to a larger intermediate (about `expansion` × the
+    /// layer's share of k), sketched down to the share ([`FactoredProjector::sketched`]);
+    /// never forms the p-dimensional gradient. Needs a model whose [`crate::Model::factored`]
+    /// returns its [`crate::model::FactoredModel`] view. See [`factored`] for the plan and
+    /// [`ProjectorKind::FACTORED`] for the default expansion.
+    Factored {
+        /// Intermediate size over the layer's share of k (≥ 2).
+        expansion: usize,
+    },
 }
 
 impl ProjectorKind {
@@ -70,6 +81,21 @@ impl ProjectorKind {
     /// fastest (one scattered update per gradient entry); see docs/VALIDATION.md and
     /// docs/PERFORMANCE.md.
     pub const SPARSE: ProjectorKind = ProjectorKind::Sparse { s: 1 };
+
+    /// The factored projector's default expansion, chosen by the LDS of the MNIST MLP (see
+    /// [`factored`] and docs/VALIDATION.md).
+    pub const FACTORED: ProjectorKind = ProjectorKind::Factored {
+        expansion: factored::DEFAULT_EXPANSION,
+    };
+
+    /// Whether this kind works on layer factors ([`crate::model::FactoredModel`]) rather than
+    /// on p-dimensional gradients.
+    pub fn is_factored(self) -> bool {
+        matches!(
+            self,
+            ProjectorKind::Factored { .. } | ProjectorKind::FactoredSmall
+        )
+    }
 }
 
 /// A linear map from p-dimensional gradients to k-dimensional features.
@@ -88,8 +114,8 @@ pub trait Projector: Sync {
 }
 
 /// Builds the projector of `kind` for p-dimensional gradients. `k` is ignored for
-/// [`ProjectorKind::Identity`] (k = p). [`ProjectorKind::Factored`] does not act on
-/// p-dimensional gradients and is refused here; see [`FactoredProjector`].
+/// [`ProjectorKind::Identity`] (k = p). The factored kinds do not act on p-dimensional
+/// gradients and are refused here; see [`FactoredProjector`].
 pub fn build(kind: ProjectorKind, p: usize, k: usize, seed: u64) -> Result<Box<dyn Projector>> {
     Ok(match kind {
         ProjectorKind::Rademacher => {
@@ -100,7 +126,7 @@ pub fn build(kind: ProjectorKind, p: usize, k: usize, seed: u64) -> Result<Box<d
         }
         ProjectorKind::Identity => Box::new(IdentityProjector::new(p)?),
         ProjectorKind::Sparse { s } => Box::new(SparseProjector::new(p, k, s, seed)?),
-        ProjectorKind::Factored => {
+        ProjectorKind::Factored { .. } | ProjectorKind::FactoredSmall => {
             return Err(Error::UnsupportedProjector {
                 projector: kind,
                 operation: "projecting flat gradients (it works on layer factors: use \

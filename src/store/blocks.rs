@@ -1,5 +1,6 @@
-//! Reading and writing one block of a checkpoint (features + Q, and the Gram partial), and the
-//! bit-for-bit check of a stored block against a recomputed or imported row.
+//! Reading and writing one block of a checkpoint (features + Q, and the Gram partial under the
+//! run's weighting), and the bit-for-bit check of a stored block against a recomputed or
+//! imported row.
 
 use ndarray::{Array1, Array2, ArrayView1, ArrayView2};
 
@@ -7,11 +8,11 @@ use super::Run;
 use super::format::{FileKind, PayloadWriter, corrupt, open_payload};
 use super::fsio::{read_bytes_into, write_atomic};
 use super::records::{
-    BlockHeader, FeatureBuf, decode_curvature, decode_feature_block, decode_gram_block,
-    expect_header, first_nonfinite, pack_upper,
+    BlockHeader, FeatureBuf, WeightedBlockHeader, decode_feature_block, decode_gram_block,
+    decode_weighted_gram_block, expect_header, first_nonfinite, pack_upper,
 };
 use crate::error::{Error, Result};
-use crate::kernel::gram;
+use crate::kernel::{Weighting, gram_weighted};
 
 impl Run {
     pub(super) fn block_header(&self, checkpoint: u64, b: usize, dim: usize) -> BlockHeader {
@@ -64,7 +65,8 @@ impl Run {
         Ok(())
     }
 
-    /// Reads and checks the Gram partial of block `b` into `out` (packed), through `bytes`.
+    /// Reads and checks the Gram partial of block `b` under the run's weighting into `out`
+    /// (packed), through `bytes`.
     pub(super) fn read_gram_block_into(
         &self,
         checkpoint: u64,
@@ -73,77 +75,65 @@ impl Run {
         bytes: &mut Vec<u8>,
         out: &mut Vec<f64>,
     ) -> Result<()> {
-        let path = self.gram_path(checkpoint, b);
+        let weighting = self.trak.weighting();
+        let path = self.gram_path(checkpoint, b, weighting);
         read_bytes_into(&path, bytes)?;
-        let mut r = open_payload(&path, bytes, FileKind::GramBlock)?;
-        let h = decode_gram_block(&path, &mut r, out)?;
-        r.finish()?;
-        expect_header(&path, &h, &self.block_header(checkpoint, b, dim))
-    }
-
-    /// Writes the curvature r of block `b`'s rows (for the Gauss-Newton weighting).
-    pub(super) fn write_curvature(
-        &self,
-        checkpoint: u64,
-        b: usize,
-        dim: usize,
-        r: ArrayView1<'_, f32>,
-    ) -> Result<()> {
-        let header = self.block_header(checkpoint, b, dim);
-        let mut w = PayloadWriter::with_capacity(r.len() * 4 + 64);
-        w.meta(&header).f32s(r.iter().copied());
-        write_atomic(
-            &self.curv_path(checkpoint, b),
-            &w.finish(FileKind::CurvatureBlock),
-        )
-    }
-
-    /// Reads and checks the curvature of block `b` into `out`, through `bytes`;
-    /// [`Error::Incomplete`] if the block has none (featurised without
-    /// [`crate::Weighting::GaussNewton`], or imported).
-    pub(super) fn read_curvature_into(
-        &self,
-        checkpoint: u64,
-        b: usize,
-        dim: usize,
-        bytes: &mut Vec<u8>,
-        out: &mut Vec<f32>,
-    ) -> Result<()> {
-        let path = self.curv_path(checkpoint, b);
-        if !path.exists() {
-            return Err(Error::Incomplete {
-                path: self.dir.clone(),
-                what: format!(
-                    "checkpoint {checkpoint}, block {b} has no stored curvature (the \
-                     Gauss-Newton weighting needs it: featurise the checkpoint with \
-                     Weighting::GaussNewton; imported features have none)"
-                ),
-            });
+        let block = self.block_header(checkpoint, b, dim);
+        if weighting == Weighting::None {
+            let mut r = open_payload(&path, bytes, FileKind::GramBlock)?;
+            let h = decode_gram_block(&path, &mut r, out)?;
+            r.finish()?;
+            return expect_header(&path, &h, &block);
         }
-        read_bytes_into(&path, bytes)?;
-        let mut r = open_payload(&path, bytes, FileKind::CurvatureBlock)?;
-        let h = decode_curvature(&mut r, out)?;
+        let mut r = open_payload(&path, bytes, FileKind::WeightedGramBlock)?;
+        let h = decode_weighted_gram_block(&path, &mut r, out)?;
         r.finish()?;
-        expect_header(&path, &h, &self.block_header(checkpoint, b, dim))
+        expect_header(&path, &h, &WeightedBlockHeader { block, weighting })
+    }
+
+    /// Writes block `b`'s Gram partial Φ_bᵀW_bΦ_b under the run's weighting (w from Q, or
+    /// from the curvature `r` for Gauss-Newton), the weights checked first
+    /// ([`Error::BadKernelWeight`] names the training example).
+    pub(super) fn write_partial(
+        &self,
+        checkpoint: u64,
+        b: usize,
+        phi: ArrayView2<'_, f32>,
+        (q, r): (ArrayView1<'_, f32>, Option<ArrayView1<'_, f32>>),
+    ) -> Result<()> {
+        let weighting = self.trak.weighting();
+        let start = self.block_range(b).start;
+        let w = weighting
+            .weights(q, r, checkpoint)
+            .map_err(|e| e.offset_example(start))?;
+        let g = pack_upper(&gram_weighted(
+            phi,
+            w.as_ref().map(|w| w.as_slice().expect("contiguous")),
+        ));
+        let block = self.block_header(checkpoint, b, phi.ncols());
+        let mut w = PayloadWriter::with_capacity(g.len() * 8 + 64);
+        let kind = if weighting == Weighting::None {
+            w.meta(&block);
+            FileKind::GramBlock
+        } else {
+            w.meta(&WeightedBlockHeader { block, weighting });
+            FileKind::WeightedGramBlock
+        };
+        w.f64s(g);
+        write_atomic(&self.gram_path(checkpoint, b, weighting), &w.finish(kind))
     }
 
     /// Writes block `b` of a checkpoint: the Gram partial first, then the features, each
-    /// atomically. The block counts as done once its feature file exists.
+    /// atomically. The block counts as done once both exist.
     pub(super) fn write_block(
         &self,
         checkpoint: u64,
         b: usize,
         phi: ArrayView2<'_, f32>,
-        q: ArrayView1<'_, f32>,
+        (q, r): (ArrayView1<'_, f32>, Option<ArrayView1<'_, f32>>),
     ) -> Result<()> {
+        self.write_partial(checkpoint, b, phi, (q, r))?;
         let header = self.block_header(checkpoint, b, phi.ncols());
-        let g = pack_upper(&gram(phi));
-        let mut w = PayloadWriter::with_capacity(g.len() * 8 + 64);
-        w.meta(&header).f64s(g);
-        write_atomic(
-            &self.gram_path(checkpoint, b),
-            &w.finish(FileKind::GramBlock),
-        )?;
         let mut w = PayloadWriter::with_capacity((phi.len() + q.len()) * 4 + 64);
         w.meta(&header)
             .f32s(phi.iter().copied())
@@ -152,6 +142,20 @@ impl Run {
             &self.feat_path(checkpoint, b),
             &w.finish(FileKind::FeatureBlock),
         )
+    }
+
+    /// Writes the missing Gram partial of a block whose features are stored (the run's
+    /// weighting changed since), from the stored Φ and Q and, for Gauss-Newton, the curvature
+    /// `r` of its rows.
+    pub(super) fn complete_partial(
+        &self,
+        checkpoint: u64,
+        b: usize,
+        dim: usize,
+        r: Option<ArrayView1<'_, f32>>,
+    ) -> Result<()> {
+        let (phi, q) = self.read_feature_block(checkpoint, b, dim)?;
+        self.write_partial(checkpoint, b, phi.view(), (q.view(), r))
     }
 
     /// Checks that row `start` of the training set, as stored (the first row of block `b`),

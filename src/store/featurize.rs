@@ -87,9 +87,11 @@ impl Default for Shard {
 
 impl Run {
     /// Featurises checkpoint `checkpoint` (the model `model`) on the blocks of the options'
-    /// shard that are not on disk yet. Under [`crate::Weighting::GaussNewton`] it also
-    /// records each block's curvature r (computing only that for blocks whose features are
-    /// stored without it); `computed` counts those blocks too. `train` is the whole training set (every shard passes
+    /// shard that are not on disk yet: features, Q and the Gram partial under the run's
+    /// weighting. A block whose features are stored but whose partial is not (the run was
+    /// featurised under another weighting) gets only its partial, from the stored features
+    /// (and, for [`crate::Weighting::GaussNewton`], the curvature of its rows); `computed`
+    /// counts those blocks too. `train` is the whole training set (every shard passes
     /// all of it, in the same order). Calling it again after an interruption continues from
     /// the last complete block. Before resuming, the first row of a stored block is recomputed
     /// and compared bit for bit ([`Error::RunMismatch`] if the data or model changed).
@@ -124,11 +126,7 @@ impl Run {
         if let Some(&b) = done.iter().next() {
             self.spot_check(checkpoint, model, train, b, dim)?;
         }
-        let curv = self.trak.weighting().needs_curvature();
-        let todo: Vec<usize> = range
-            .clone()
-            .filter(|&b| !done.contains(&b) || (curv && !self.curv_path(checkpoint, b).exists()))
-            .collect();
+        let todo: Vec<usize> = range.clone().filter(|b| !done.contains(b)).collect();
         let total = range.len();
         let report = |done| Progress {
             stage: Stage::Featurize { checkpoint },
@@ -139,7 +137,7 @@ impl Run {
         let mut finished = total - todo.len();
         opts.progress.report(report(finished));
         for &b in &todo {
-            self.featurize_block(checkpoint, model, train, (b, dim), !done.contains(&b))?;
+            self.featurize_block(checkpoint, model, train, (b, dim))?;
             finished += 1;
             opts.progress.report(report(finished));
         }
@@ -149,30 +147,31 @@ impl Run {
         })
     }
 
-    /// Computes block `b`: its curvature when the weighting needs it, then (if `features`)
-    /// its features, Q and Gram partial. The feature file comes last: it marks the block done.
+    /// Computes block `b`: its features, Q and Gram partial under the run's weighting (with
+    /// the curvature of its rows for Gauss-Newton), or only the partial when its features
+    /// are stored already.
     fn featurize_block<M: Model>(
         &self,
         checkpoint: u64,
         model: &M,
         train: &[M::Example],
         (b, dim): (usize, usize),
-        features: bool,
     ) -> Result<()> {
         let r = self.block_range(b);
         let rows = &train[r.clone()];
-        if self.trak.weighting().needs_curvature() {
-            let curv = self.trak.curvature(model, rows)?;
-            self.write_curvature(checkpoint, b, dim, curv.view())?;
+        let curv = match self.trak.weighting().needs_curvature() {
+            true => Some(self.trak.curvature(model, rows)?),
+            false => None,
+        };
+        let curv = curv.as_ref().map(|c| c.view());
+        if self.feat_path(checkpoint, b).exists() {
+            return self.complete_partial(checkpoint, b, dim, curv);
         }
-        if features {
-            let slice = ExampleSlice::training(rows, r.start);
-            let (phi, q) = self
-                .trak
-                .project_set(checkpoint, model, slice, &mut |_| {})?;
-            self.write_block(checkpoint, b, phi.view(), q.view())?;
-        }
-        Ok(())
+        let slice = ExampleSlice::training(rows, r.start);
+        let (phi, q) = self
+            .trak
+            .project_set(checkpoint, model, slice, &mut |_| {})?;
+        self.write_block(checkpoint, b, phi.view(), (q.view(), curv))
     }
 
     /// Recomputes the first row of stored block `b` and compares it bit for bit.

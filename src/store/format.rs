@@ -44,7 +44,7 @@ pub(crate) enum FileKind {
     TargetMeta = 6,
     TargetFeatures = 7,
     ScoreBlock = 8,
-    CurvatureBlock = 9,
+    WeightedGramBlock = 9,
     WeightedMerged = 10,
     WeightedTargetMeta = 11,
 }
@@ -60,7 +60,7 @@ impl FileKind {
         FileKind::TargetMeta,
         FileKind::TargetFeatures,
         FileKind::ScoreBlock,
-        FileKind::CurvatureBlock,
+        FileKind::WeightedGramBlock,
         FileKind::WeightedMerged,
         FileKind::WeightedTargetMeta,
     ];
@@ -81,7 +81,7 @@ impl FileKind {
             FileKind::TargetMeta => "target-set metadata",
             FileKind::TargetFeatures => "target features",
             FileKind::ScoreBlock => "score block",
-            FileKind::CurvatureBlock => "curvature block",
+            FileKind::WeightedGramBlock => "weighted Gram block",
             FileKind::WeightedMerged => "weighted merged checkpoint",
             FileKind::WeightedTargetMeta => "weighted target-set metadata",
         }

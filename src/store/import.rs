@@ -36,7 +36,8 @@ impl Run {
     }
 
     /// Stores block `b` of a declared checkpoint from precomputed features (rows of the block
-    /// × feature dimension) and Q (one per row), computing its Gram partial. A block already
+    /// × feature dimension) and Q (one per row), computing its Gram partial under the run's
+    /// weighting (imports carry no curvature: Gauss-Newton is [`Error::NoCurvature`]). A block already
     /// on disk is never overwritten ([`Error::RunMismatch`]); skip it with
     /// [`Run::blocks_done`] to resume an import.
     pub fn import_block(
@@ -87,7 +88,7 @@ impl Run {
                 ),
             });
         }
-        self.write_block(checkpoint, b, features, q)
+        self.write_block(checkpoint, b, features, (q, None))
     }
 
     /// Imports a whole declared checkpoint from `.npy` files: features (n × dim, float32)
@@ -118,6 +119,12 @@ impl Run {
             self.check_first_row(checkpoint, b, dim, (phi.row(start), q[start]), &source)?;
         }
         for b in (0..self.num_blocks()).filter(|b| !done.contains(b)) {
+            if self.feat_path(checkpoint, b).exists() {
+                // Imported under another weighting: only the partial is missing.
+                let dim = self.checkpoint_info(checkpoint)?.dim;
+                self.complete_partial(checkpoint, b, dim, None)?;
+                continue;
+            }
             let r = self.block_range(b);
             self.import_block(checkpoint, b, phi.slice(s![r.clone(), ..]), q.slice(s![r]))?;
         }

@@ -38,19 +38,21 @@ impl Run {
     pub(super) fn feat_path(&self, id: u64, b: usize) -> PathBuf {
         self.ckpt_dir(id).join(format!("block-{b:06}.feat"))
     }
-    pub(super) fn gram_path(&self, id: u64, b: usize) -> PathBuf {
-        self.ckpt_dir(id).join(format!("block-{b:06}.gram"))
+    /// Block `b`'s Gram partial under `weighting` (`block-<b>.gram` for plain TRAK).
+    pub(super) fn gram_path(&self, id: u64, b: usize, weighting: Weighting) -> PathBuf {
+        match weighting {
+            Weighting::None => self.ckpt_dir(id).join(format!("block-{b:06}.gram")),
+            w => self
+                .ckpt_dir(id)
+                .join(format!("block-{b:06}.{}.gram", w.tag())),
+        }
     }
-    pub(super) fn curv_path(&self, id: u64, b: usize) -> PathBuf {
-        self.ckpt_dir(id).join(format!("block-{b:06}.curv"))
-    }
-    pub(super) fn merged_path(&self, id: u64) -> PathBuf {
-        self.ckpt_dir(id).join("merged.trak")
-    }
-    /// The merged Gram matrix under a weighting other than [`Weighting::None`].
-    pub(super) fn weighted_merged_path(&self, id: u64, weighting: Weighting) -> PathBuf {
-        self.ckpt_dir(id)
-            .join(format!("merged-{}.trak", weighting.tag()))
+    /// The merged Gram matrix under `weighting` (`merged.trak` for plain TRAK).
+    pub(super) fn merged_path(&self, id: u64, weighting: Weighting) -> PathBuf {
+        match weighting {
+            Weighting::None => self.ckpt_dir(id).join("merged.trak"),
+            w => self.ckpt_dir(id).join(format!("merged-{}.trak", w.tag())),
+        }
     }
     pub(super) fn targets_dir(&self, name: &str) -> PathBuf {
         self.dir.join(format!("targets-{name}"))
@@ -100,16 +102,18 @@ impl Run {
         Ok(info)
     }
 
-    /// Blocks of a checkpoint whose features and Gram partial are both on disk.
+    /// Blocks of a checkpoint whose features and Gram partial under the run's weighting
+    /// ([`Run::with_weighting`]) are both on disk.
     pub fn blocks_done(&self, checkpoint: u64) -> Result<Vec<usize>> {
+        let w = self.trak.weighting();
         Ok((0..self.num_blocks())
             .filter(|&b| {
-                self.feat_path(checkpoint, b).exists() && self.gram_path(checkpoint, b).exists()
+                self.feat_path(checkpoint, b).exists() && self.gram_path(checkpoint, b, w).exists()
             })
             .collect())
     }
 
-    /// Every store file of the run (metadata, blocks, curvature, merged Gram matrices, target sets),
+    /// Every store file of the run (metadata, blocks, merged Gram matrices, target sets),
     /// sorted; temporary files are not listed.
     pub fn files(&self) -> Result<Vec<PathBuf>> {
         let mut out = vec![Self::meta_path(&self.dir)];
@@ -131,8 +135,7 @@ impl Run {
                 if !is_temp_name(name)
                     && (name.ends_with(".trak")
                         || name.ends_with(".feat")
-                        || name.ends_with(".gram")
-                        || name.ends_with(".curv"))
+                        || name.ends_with(".gram"))
                 {
                     out.push(entry.path());
                 }

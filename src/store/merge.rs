@@ -10,11 +10,11 @@ use super::format::{FileKind, PayloadWriter};
 use super::fsio::{remove_temps, write_atomic};
 use super::records::{
     FeatureBuf, MergedHeader, WeightedMergedHeader, decode_merged, decode_weighted_merged,
-    expect_header, pack_upper, packed_len, read_with, unpack_upper,
+    expect_header, packed_len, read_with, unpack_upper,
 };
 use crate::attribute::{StoredCheckpoint, TrainFeatures};
 use crate::error::{Error, Result};
-use crate::kernel::{Weighting, gram_weighted};
+use crate::kernel::Weighting;
 use crate::progress::{Progress, ProgressSink, Stage, Unit};
 
 /// Options of [`Run::merge`]: where to report progress (default: nowhere).
@@ -33,11 +33,9 @@ impl<'a> MergeOptions<'a> {
 
 impl Run {
     /// Checks every block of every stored checkpoint (checksums, headers, finite values) and
-    /// adds each checkpoint's Gram partials in block order into its `merged.trak`. When the
-    /// run's weighting is not [`Weighting::None`], it also adds the blocks' weighted partials
-    /// Φ_bᵀW_bΦ_b in block order into `merged-<tag>.trak` (the weights are checked as in
-    /// memory: [`Error::BadKernelWeight`], or [`Error::Incomplete`] for a block without the
-    /// curvature that Gauss-Newton needs). Fails with
+    /// adds each checkpoint's Gram partials under the run's weighting (Φ_bᵀW_bΦ_b, written by
+    /// featurisation) in block order into its `merged.trak` (`merged-<tag>.trak` for a
+    /// weighting). Fails with
     /// [`Error::Incomplete`] listing missing blocks. Returns the merged checkpoint ids.
     pub fn merge(&self, mut opts: MergeOptions<'_>) -> Result<Vec<u64>> {
         let ids = self.checkpoints()?;
@@ -76,31 +74,28 @@ impl Run {
         Err(Error::Incomplete {
             path: self.dir.clone(),
             what: format!(
-                "checkpoint {id} misses {} of {nb} blocks (blocks {}{})",
+                "checkpoint {id} misses {} of {nb} blocks under the {:?} weighting (blocks {}{}; \
+                 Run::featurize computes them, only the Gram partials where the features are \
+                 stored)",
                 missing.len(),
+                self.trak.weighting(),
                 shown.join(", "),
                 if missing.len() > 8 { ", …" } else { "" }
             ),
         })
     }
 
-    /// Reads and checks every block of one checkpoint and writes its merged Gram matrix, and
-    /// the weighted one when the run's weighting is not [`Weighting::None`].
+    /// Reads and checks every block of one checkpoint and writes its merged Gram matrix under
+    /// the run's weighting.
     fn merge_checkpoint(&self, id: u64, progress: &mut ProgressSink<'_>) -> Result<()> {
         let nb = self.num_blocks();
         let info = self.checkpoint_info(id)?;
-        let weighting = self.trak.weighting();
         let mut total = vec![0.0f64; packed_len(info.dim)];
-        let mut weighted =
-            (weighting != Weighting::None).then(|| Array2::<f64>::zeros((info.dim, info.dim)));
         let (mut bytes, mut buf, mut g) = (Vec::new(), FeatureBuf::default(), Vec::new());
         for b in 0..nb {
             self.read_gram_block_into(id, b, info.dim, &mut bytes, &mut g)?;
             total.iter_mut().zip(&g).for_each(|(t, v)| *t += v);
             self.read_feature_block_into(id, b, info.dim, &mut bytes, &mut buf)?;
-            if let Some(acc) = weighted.as_mut() {
-                *acc += &self.weighted_partial(id, b, info.dim, &buf, &mut bytes)?;
-            }
             progress.report(Progress {
                 stage: Stage::Merge { checkpoint: id },
                 done: b + 1,
@@ -109,51 +104,17 @@ impl Run {
             });
         }
         let merged = self.merged_header(id, info.dim);
-        let mut w = PayloadWriter::with_capacity(total.len() * 8 + 64);
-        w.meta(&merged).f64s(total);
-        write_atomic(&self.merged_path(id), &w.finish(FileKind::Merged))?;
-        let Some(acc) = weighted else { return Ok(()) };
-        let packed = pack_upper(&acc);
-        let mut w = PayloadWriter::with_capacity(packed.len() * 8 + 64);
-        w.meta(&WeightedMergedHeader { merged, weighting })
-            .f64s(packed);
-        let path = self.weighted_merged_path(id, weighting);
-        write_atomic(&path, &w.finish(FileKind::WeightedMerged))
-    }
-
-    /// Φ_bᵀW_bΦ_b of block `b` (features in `buf`) under the run's weighting; a bad weight is
-    /// reported with its index in the training set.
-    fn weighted_partial(
-        &self,
-        id: u64,
-        b: usize,
-        dim: usize,
-        buf: &FeatureBuf,
-        bytes: &mut Vec<u8>,
-    ) -> Result<Array2<f64>> {
         let weighting = self.trak.weighting();
-        let mut r = Vec::new();
-        if weighting.needs_curvature() {
-            self.read_curvature_into(id, b, dim, bytes, &mut r)?;
-        }
-        let curv = weighting.needs_curvature().then(|| ArrayView1::from(&r));
-        let start = self.block_range(b).start;
-        let w = weighting
-            .weights(ArrayView1::from(&buf.q), curv, id)
-            .map_err(|e| match e {
-                Error::BadKernelWeight {
-                    example,
-                    checkpoint,
-                    value,
-                } => Error::BadKernelWeight {
-                    example: example + start,
-                    checkpoint,
-                    value,
-                },
-                e => e,
-            })?;
-        let w = w.as_ref().map(|w| w.as_slice().expect("contiguous"));
-        Ok(gram_weighted(buf.phi(dim), w))
+        let mut w = PayloadWriter::with_capacity(total.len() * 8 + 64);
+        let kind = if weighting == Weighting::None {
+            w.meta(&merged);
+            FileKind::Merged
+        } else {
+            w.meta(&WeightedMergedHeader { merged, weighting });
+            FileKind::WeightedMerged
+        };
+        w.f64s(total);
+        write_atomic(&self.merged_path(id, weighting), &w.finish(kind))
     }
 
     fn merged_header(&self, checkpoint: u64, dim: usize) -> MergedHeader {
@@ -165,28 +126,29 @@ impl Run {
         }
     }
 
-    /// The merged Gram matrix ΦᵀΦ of a checkpoint (k × k, f64).
+    /// The merged Gram matrix ΦᵀWΦ of a checkpoint under the run's weighting (k × k, f64;
+    /// ΦᵀΦ for plain TRAK).
     pub fn gram(&self, checkpoint: u64) -> Result<Array2<f64>> {
-        self.weighted_gram(checkpoint, Weighting::None)
+        self.weighted_gram(checkpoint, self.trak.weighting())
     }
 
     /// The merged Gram matrix ΦᵀWΦ of a checkpoint under `weighting` (k × k, f64): ΦᵀΦ for
-    /// [`Weighting::None`]. A weighted one exists once [`Run::merge`] ran on the run configured
-    /// with that weighting ([`Run::with_weighting`]); otherwise [`Error::Incomplete`] says so.
+    /// [`Weighting::None`]. It exists once [`Run::featurize`] and [`Run::merge`] ran on the
+    /// run configured with that weighting ([`Run::with_weighting`]); otherwise
+    /// [`Error::Incomplete`] says so.
     pub fn weighted_gram(&self, checkpoint: u64, weighting: Weighting) -> Result<Array2<f64>> {
         let info = self.checkpoint_info(checkpoint)?;
-        let (path, plain) = match weighting {
-            Weighting::None => (self.merged_path(checkpoint), true),
-            w => (self.weighted_merged_path(checkpoint, w), false),
-        };
+        let path = self.merged_path(checkpoint, weighting);
+        let plain = weighting == Weighting::None;
         if !path.exists() {
             let what = if plain {
                 format!("checkpoint {checkpoint} is not merged (call Run::merge)")
             } else {
                 format!(
                     "checkpoint {checkpoint} has no merged Gram matrix under the {weighting:?} \
-                     weighting (call Run::merge on the run configured with it: \
-                     Run::with_weighting)"
+                     weighting: featurise (only the Gram partials are computed) and merge the \
+                     run configured with it (Run::with_weighting), or score with the weighting \
+                     it was merged under"
                 )
             };
             return Err(Error::Incomplete {
@@ -229,46 +191,21 @@ impl Run {
         Ok((phi, q))
     }
 
-    /// A checkpoint's stored curvature r (n), if every block has it.
-    fn load_curvature(&self, checkpoint: u64, dim: usize) -> Result<Option<Array1<f32>>> {
-        let nb = self.num_blocks();
-        if !(0..nb).all(|b| self.curv_path(checkpoint, b).exists()) {
-            return Ok(None);
-        }
-        let mut out = Vec::with_capacity(self.meta.n);
-        let (mut bytes, mut r) = (Vec::new(), Vec::new());
-        for b in 0..nb {
-            self.read_curvature_into(checkpoint, b, dim, &mut bytes, &mut r)?;
-            out.extend_from_slice(&r);
-        }
-        Ok(Some(Array1::from(out)))
-    }
-
     /// Every merged checkpoint as in-memory [`TrainFeatures`] (Φ, Q and the stored Gram
-    /// matrices, bit for bit), for the in-memory API: [`TrainFeatures::finalize`] and so on.
-    /// The curvature comes along when every block has it, and the weighted Gram matrix of the
-    /// run's weighting when it was merged.
+    /// matrix of the run's weighting, bit for bit), for the in-memory API:
+    /// [`TrainFeatures::finalize`] and so on.
     pub fn train_features(&self) -> Result<TrainFeatures> {
         let weighting = self.trak.weighting();
         let mut parts = Vec::new();
         for id in self.checkpoints()? {
-            let info = self.checkpoint_info(id)?;
-            let weighted = match weighting {
-                Weighting::None => None,
-                w if self.weighted_merged_path(id, w).exists() => {
-                    Some((w, self.weighted_gram(id, w)?))
-                }
-                _ => None,
-            };
+            let gram = self.weighted_gram(id, weighting)?;
             let (phi, q) = self.load_features(id)?;
             parts.push(StoredCheckpoint {
                 id,
                 phi,
                 q,
-                r: self.load_curvature(id, info.dim)?,
-                params: info.params,
-                gram: self.gram(id)?,
-                weighted,
+                params: self.checkpoint_info(id)?.params,
+                gram: (weighting, gram),
             });
         }
         if parts.is_empty() {

@@ -9,14 +9,13 @@
 //!                                       model fingerprint
 //! <run>/ckpt-<id>/block-<b>.feat        BlockHeader, Φ rows of block b (rows × dim f32), Q (f32)
 //! <run>/ckpt-<id>/block-<b>.gram        BlockHeader, the block's Gram partial Φ_bᵀΦ_b
-//!                                       (f64, packed upper triangle)
-//! <run>/ckpt-<id>/block-<b>.curv        BlockHeader, curvature r of the block's rows (f32;
-//!                                       only under Weighting::GaussNewton)
+//!                                       (f64, packed upper triangle; plain TRAK)
+//! <run>/ckpt-<id>/block-<b>.<w>.gram    (BlockHeader, Weighting), the partial Φ_bᵀW_bΦ_b
+//!                                       under weighting w = q or gn
 //! <run>/ckpt-<id>/merged.trak           MergedHeader, K = Σ_b Φ_bᵀΦ_b added in block order
 //!                                       (f64, packed; written by merge)
-//! <run>/ckpt-<id>/merged-<w>.trak       (MergedHeader, Weighting), K_W = Σ_b Φ_bᵀW_bΦ_b in
-//!                                       block order, w = q or gn (merge, when the run is
-//!                                       configured with that weighting)
+//! <run>/ckpt-<id>/merged-<w>.trak       (MergedHeader, Weighting), K_W = Σ_b Φ_bᵀW_bΦ_b
+//!                                       added in block order
 //! <run>/targets-<name>/targets.trak     TargetMeta: m, checkpoints, dims, ridge, λ per
 //!                                       checkpoint, hash of Ψ; for a weighted target set,
 //!                                       (TargetMeta, Weighting) under its own file kind
@@ -48,13 +47,19 @@
 //! sharded, resumed or interrupted run gives scores bit-identical to an uninterrupted
 //! single-process run.
 //!
-//! **Kernel weighting.** The weighting ([`crate::Weighting`]) is, like the ridge, not part of
-//! the run's identity ([`Run::with_weighting`]): featurisation records the curvature when
-//! Gauss-Newton needs it (and, for blocks stored without it, computes only that), merging adds
-//! the weighted partials Φ_bᵀW_bΦ_b from the stored blocks in block order, and scoring solves
-//! with that matrix. A plain run writes exactly the files it wrote before weightings existed,
-//! and a target-set record without a weighting is plain TRAK; resuming a target set under
-//! another weighting is [`Error::RunMismatch`](crate::Error::RunMismatch).
+//! **Kernel weighting.** The weighting ([`crate::Weighting`], default Q) is, like the ridge,
+//! not part of the run's identity (the features do not depend on it; [`Run::with_weighting`]):
+//! featurisation writes each block's Gram partial under the run's weighting (Gauss-Newton's
+//! curvature is computed with the block and not stored), merging adds them in block order,
+//! and scoring solves with that matrix. A block counts as done when its features and its
+//! partial under the run's weighting exist, so switching the weighting of a featurised run
+//! and featurising again computes only the missing partials, from the stored features. A
+//! plain run writes exactly the files it wrote before weightings existed, and a target-set
+//! record without a weighting is plain TRAK. A run written before weightings existed opens
+//! under the default Q weighting and says so when scored
+//! ([`Error::Incomplete`](crate::Error::Incomplete): featurise and merge under Q, or use
+//! `with_weighting(Weighting::None)`); resuming a target set under another weighting is
+//! [`Error::RunMismatch`](crate::Error::RunMismatch). Scores never silently change.
 //!
 //! **Out of core.** [`Run::score`] reads Φ one group of blocks at a time and writes scores one
 //! block at a time; [`ScoreOptions::memory_budget`] bounds the memory it uses (it fails with

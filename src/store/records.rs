@@ -64,6 +64,13 @@ pub(super) struct MergedHeader {
     pub(super) blocks: usize,
 }
 
+/// A block's Gram partial under a kernel weighting: Φ_bᵀW_bΦ_b.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub(super) struct WeightedBlockHeader {
+    pub(super) block: BlockHeader,
+    pub(super) weighting: Weighting,
+}
+
 /// The merged Gram matrix of a checkpoint under a kernel weighting: ΦᵀWΦ.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub(super) struct WeightedMergedHeader {
@@ -266,14 +273,13 @@ pub(super) fn decode_weighted_merged(
     decode_packed(path, r, "weighted Gram matrix", dim, out)
 }
 
-/// Decodes a curvature block (header, r of each row) into `out`.
-pub(super) fn decode_curvature(
+pub(super) fn decode_weighted_gram_block(
+    path: &Path,
     r: &mut PayloadReader<'_>,
-    out: &mut Vec<f32>,
-) -> Result<BlockHeader> {
-    let h: BlockHeader = r.meta("block header")?;
-    r.f32s_into(h.rows, "curvature", out)?;
-    Ok(h)
+    out: &mut Vec<f64>,
+) -> Result<WeightedBlockHeader> {
+    let dim = |h: &WeightedBlockHeader| h.block.dim;
+    decode_packed(path, r, "weighted Gram partial", dim, out)
 }
 
 pub(super) fn decode_target_features(
@@ -334,8 +340,8 @@ pub fn inspect(path: &Path, bytes: &[u8]) -> Result<FileSummary> {
         FileKind::ScoreBlock => {
             decode_scores(path, &mut r)?;
         }
-        FileKind::CurvatureBlock => {
-            decode_curvature(&mut r, &mut Vec::new())?;
+        FileKind::WeightedGramBlock => {
+            decode_weighted_gram_block(path, &mut r, &mut Vec::new())?;
         }
         FileKind::WeightedMerged => {
             decode_weighted_merged(path, &mut r, &mut Vec::new())?;
@@ -410,4 +416,39 @@ pub(super) fn check_name(name: &str) -> Result<()> {
 
 pub(super) fn first_nonfinite(v: impl IntoIterator<Item = f32>) -> Option<usize> {
     v.into_iter().position(|x| !x.is_finite())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Runs written by trak 0.1 stored `ProjectorKind::Factored` as variant 4 (then the small
+    /// plan); it must still decode as the small plan, and the sketched plan must be another
+    /// variant that carries its expansion.
+    #[test]
+    fn projector_kinds_keep_their_stored_codes() {
+        let code = |projector| {
+            let meta = RunMeta {
+                projector,
+                proj_dim: 8,
+                seed: 1,
+                n: 2,
+                block_rows: 2,
+            };
+            let file = meta_file(FileKind::RunMeta, &meta);
+            let payload = &file[24..file.len() - 8];
+            let variant = u32::from_le_bytes(payload[..4].try_into().unwrap());
+            let back: RunMeta = read_meta_bytes(&file);
+            assert_eq!(back, meta);
+            (variant, payload.len())
+        };
+        assert_eq!(code(ProjectorKind::Rademacher).0, 0);
+        assert_eq!(code(ProjectorKind::FactoredSmall), (4, 4 + 32));
+        assert_eq!(code(ProjectorKind::FACTORED), (5, 4 + 8 + 32));
+    }
+
+    fn read_meta_bytes(file: &[u8]) -> RunMeta {
+        let mut r = open_payload(Path::new("mem"), file, FileKind::RunMeta).unwrap();
+        r.meta("metadata").unwrap()
+    }
 }

@@ -27,9 +27,8 @@ impl Run {
     /// ([`Error::RunMismatch`] names the ones that differ). Safe to call from every shard at
     /// once. The ridge and batch size of `trak` are not part of the stored identity (they do
     /// not change stored features); the ridge is used when scoring. Nor is the kernel
-    /// weighting: featurisation records the curvature when it needs it, merging builds its
-    /// Gram matrix, scoring uses it (see [`Run::with_weighting`]). A `dir` that exists as a
-    /// file is [`Error::NotADirectory`].
+    /// weighting (see [`Run::with_weighting`]). A `dir` that exists as a file is
+    /// [`Error::NotADirectory`].
     pub fn create(dir: impl AsRef<Path>, trak: &Trak, n: usize, block_rows: usize) -> Result<Run> {
         let dir = dir.as_ref().to_path_buf();
         if n == 0 {
@@ -96,12 +95,12 @@ impl Run {
     }
 
     /// The same run under another kernel weighting. The weighting is not part of the stored
-    /// identity: [`Run::featurize`] records the curvature r when the weighting is
-    /// [`Weighting::GaussNewton`], [`Run::merge`] builds the weighted Gram matrix ΦᵀWΦ (from
-    /// the stored blocks, in block order) next to the plain one, and [`Run::score`] solves with
-    /// it. A target set records the weighting it was scored with (a run written before
-    /// weightings existed holds plain ones), so resuming it under another is
-    /// [`Error::RunMismatch`], never silently different scores.
+    /// identity: [`Run::featurize`] writes each block's Gram partial Φ_bᵀW_bΦ_b under it (only
+    /// the partial, from the stored features, for blocks featurised under another weighting),
+    /// [`Run::merge`] adds them in block order, and [`Run::score`] solves with the sum. A
+    /// target set records the weighting it was scored with (a run written before weightings
+    /// existed holds plain ones), so resuming it under another is [`Error::RunMismatch`],
+    /// never silently different scores.
     pub fn with_weighting(mut self, weighting: Weighting) -> Run {
         self.trak = self.trak.with_weighting(weighting);
         self

@@ -98,7 +98,7 @@ fn lm_rates(k: usize, threads: usize) -> trak::Result<()> {
     let p = trak::Model::num_params(&model);
     let fwd = factor_rate(&model, &docs, 256);
     for (name, kind) in [
-        ("factored", ProjectorKind::Factored),
+        ("factored", ProjectorKind::FACTORED),
         ("sparse", ProjectorKind::SPARSE),
         ("dense", ProjectorKind::Rademacher),
     ] {
@@ -133,7 +133,7 @@ fn main() -> trak::Result<()> {
     let net = mlp_net::MlpNet::from_builtin(&builtin);
     let candle =
         CandleModel::builder(net, SampleCollate::new(&[784]), Margin).build(&mlp_data[..8])?;
-    let fac = ProjectorKind::Factored;
+    let fac = ProjectorKind::FACTORED;
     for batch in [64, 256] {
         let b = rate(&builtin, &mlp_data, fac, k, batch)?;
         let c = rate(&candle, &mlp_data, fac, k, batch)?;

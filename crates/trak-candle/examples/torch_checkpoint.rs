@@ -35,7 +35,7 @@ fn main() -> trak::Result<()> {
     let c = torch_ref::check(&net, &model)?;
     let trak = Trak::builder()
         .proj_dim(2048)
-        .projector(ProjectorKind::Factored)
+        .projector(ProjectorKind::FACTORED)
         .build()?;
     let t0 = std::time::Instant::now();
     let mut feats = trak.featurizer();

@@ -58,7 +58,7 @@
 //! let model = CandleModel::builder(net, SampleCollate::new(&[8]), Margin).build(&samples[..4])?;
 //! assert_eq!(trak::Model::num_params(&model), 16 * 9 + 3 * 17);
 //!
-//! let trak = Trak::builder().proj_dim(32).projector(ProjectorKind::Factored).build()?;
+//! let trak = Trak::builder().proj_dim(32).projector(ProjectorKind::FACTORED).build()?;
 //! let mut features = trak.featurizer();
 //! features.featurize(0, &model, &samples[..50])?;
 //! let scores = features.finalize()?.score(&[(0, &model)], &samples[50..])?;

@@ -29,7 +29,7 @@ pub(crate) enum Params {
 /// A candle network made attributable; build it with [`crate::CandleModel::builder`].
 ///
 /// With the default (per-layer) parameters it implements [`FactoredModel`], so
-/// [`trak::ProjectorKind::Factored`] never forms a p-dimensional gradient; the other
+/// [`trak::ProjectorKind::FACTORED`] never forms a p-dimensional gradient; the other
 /// projectors get gradients assembled from the same factors in the layout of
 /// [`crate::layers`]. With [`crate::CandleModelBuilder::all_parameters`] every listed
 /// variable is attributed through one backward pass per example, and there is no factored

@@ -33,7 +33,7 @@ fn matches_the_builtin_mlp() {
         .zip(&q1)
         .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
     assert!(dq < 1e-5, "Q: {dq}");
-    for kind in [ProjectorKind::Rademacher, ProjectorKind::Factored] {
+    for kind in [ProjectorKind::Rademacher, ProjectorKind::FACTORED] {
         let trak = Trak::builder()
             .proj_dim(64)
             .projector(kind)

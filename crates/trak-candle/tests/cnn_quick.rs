@@ -11,7 +11,7 @@ use trak::ProjectorKind;
 #[test]
 fn quick_cnn_lds_orders_trak_grad_dot_random() {
     let mut cfg = cnn_lds::CnnConfig::quick();
-    cfg.projectors = vec![ProjectorKind::Factored];
+    cfg.projectors = vec![ProjectorKind::FACTORED];
     cfg.bench.cache_dir = None;
     cfg.bench.verbose = false;
     let out = cnn_lds::run(&cfg).unwrap();

@@ -47,7 +47,7 @@ fn features(
 fn bit_identical_across_batch_sizes_and_threads() {
     let map = VarMap::new();
     let net = Cnn::new(12, 3, &map);
-    for kind in [ProjectorKind::Factored, ProjectorKind::Rademacher] {
+    for kind in [ProjectorKind::FACTORED, ProjectorKind::Rademacher] {
         let (f0, s0) = features(kind, 70, 1, &net);
         for (batch, threads) in [(7, 1), (16, 2), (33, 2), (1, 3)] {
             let (f, s) = features(kind, batch, threads, &net);

@@ -138,7 +138,7 @@ fn padding_does_not_change_a_documents_features() {
     let (short, long) = (model(&lm, 8), model(&lm, 12));
     let trak = Trak::builder()
         .proj_dim(32)
-        .projector(ProjectorKind::Factored)
+        .projector(ProjectorKind::FACTORED)
         .build()
         .unwrap();
     let f8 = trak.features(0, &short, &seqs()).unwrap();

@@ -23,7 +23,7 @@ fn a_sharded_store_run_gives_the_in_memory_scores() {
         .unwrap();
     let trak = Trak::builder()
         .proj_dim(40)
-        .projector(ProjectorKind::Factored)
+        .projector(ProjectorKind::FACTORED)
         .build()
         .unwrap();
     let mut f = trak.featurizer();

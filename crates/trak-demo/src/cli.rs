@@ -148,19 +148,25 @@ pub fn parse_ridge(item: &str) -> Result<Ridge> {
     }
 }
 
-/// `dense` (Rademacher), `gaussian`, `sparse[:s]`, `factored` or `identity`.
+/// `dense` (Rademacher), `gaussian`, `sparse[:s]`, `factored[:expansion]`, `factored-small` or
+/// `identity`.
 pub fn parse_projector(item: &str) -> Result<ProjectorKind> {
-    let expected = "dense, gaussian, sparse[:s], factored or identity";
+    let expected = "dense, gaussian, sparse[:s], factored[:expansion], factored-small or identity";
     match item.split_once(':') {
         Some(("sparse", s)) => {
             let s = s.parse().map_err(|_| bad("projector", item, expected))?;
             Ok(ProjectorKind::Sparse { s })
         }
+        Some(("factored", e)) => {
+            let expansion = e.parse().map_err(|_| bad("projector", item, expected))?;
+            Ok(ProjectorKind::Factored { expansion })
+        }
         None => match item {
             "dense" | "rademacher" => Ok(ProjectorKind::Rademacher),
             "gaussian" => Ok(ProjectorKind::Gaussian),
             "sparse" => Ok(ProjectorKind::SPARSE),
-            "factored" => Ok(ProjectorKind::Factored),
+            "factored" => Ok(ProjectorKind::FACTORED),
+            "factored-small" => Ok(ProjectorKind::FactoredSmall),
             "identity" => Ok(ProjectorKind::Identity),
             _ => Err(bad("projector", item, expected)),
         },

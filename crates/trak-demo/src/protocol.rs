@@ -74,7 +74,7 @@ impl BenchConfig {
             ensembles: vec![1, 5, 10],
             proj_dims: vec![512, 2048, 4096],
             ridges: vec![Ridge::default()],
-            extra_projectors: vec![ProjectorKind::SPARSE, ProjectorKind::Factored],
+            extra_projectors: vec![ProjectorKind::SPARSE, ProjectorKind::FACTORED],
             weightings: vec![Weighting::GaussNewton, Weighting::Q],
             cache_dir: Some(PathBuf::from("target/lds-cache")),
             seed: 0,
@@ -103,13 +103,21 @@ impl BenchConfig {
 }
 
 /// The method name of TRAK under a projector kind: `trak` (dense Rademacher), `trak-gaussian`,
-/// `trak-sparse` (s = 1, the default) or `trak-sparse-s<s>`, `trak-factored`, `trak-identity`.
+/// `trak-sparse` (s = 1, the default) or `trak-sparse-s<s>`, `trak-factored` (the default
+/// expansion) or `trak-factored-e<expansion>`, `trak-factored-small`, `trak-identity`.
 pub fn method_name(kind: ProjectorKind) -> String {
     match kind {
         ProjectorKind::Rademacher => "trak".into(),
         ProjectorKind::Gaussian => "trak-gaussian".into(),
         ProjectorKind::Identity => "trak-identity".into(),
-        ProjectorKind::Factored => "trak-factored".into(),
+        ProjectorKind::FactoredSmall => "trak-factored-small".into(),
+        k @ ProjectorKind::Factored { expansion } => {
+            if k == ProjectorKind::FACTORED {
+                "trak-factored".into()
+            } else {
+                format!("trak-factored-e{expansion}")
+            }
+        }
         k @ ProjectorKind::Sparse { s } => {
             if k == ProjectorKind::SPARSE {
                 "trak-sparse".into()
@@ -488,11 +496,13 @@ impl<'a> Fam<'a> {
         let mut rows = Vec::new();
         for &k in &cfg.proj_dims {
             let t0 = std::time::Instant::now();
+            // Plain kernel, to compare with the dense `trak` row.
             let trak = Trak::builder()
                 .proj_dim(k)
                 .projector(kind)
                 .seed(cfg.seed)
                 .ridge(cfg.ridges[0])
+                .weighting(Weighting::None)
                 .build()?;
             let (feats, psis) = self.featurize(&trak)?;
             cfg.log(format!(

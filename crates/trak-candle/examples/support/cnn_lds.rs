@@ -44,7 +44,7 @@ impl CnnConfig {
             bench,
             training: Training::default(),
             projectors: vec![
-                ProjectorKind::Factored,
+                ProjectorKind::FACTORED,
                 ProjectorKind::SPARSE,
                 ProjectorKind::Rademacher,
             ],
@@ -68,7 +68,9 @@ impl CnnConfig {
 /// `factored`, `sparse` or `dense` (any other kind by its debug name).
 pub fn projector_name(kind: ProjectorKind) -> String {
     match kind {
-        ProjectorKind::Factored => "factored".into(),
+        k if k == ProjectorKind::FACTORED => "factored".into(),
+        ProjectorKind::FactoredSmall => "factored-small".into(),
+        ProjectorKind::Factored { expansion } => format!("factored-e{expansion}"),
         ProjectorKind::Rademacher => "dense".into(),
         k if k == ProjectorKind::SPARSE => "sparse".into(),
         k => format!("{k:?}"),

@@ -182,7 +182,7 @@ fn method_scores(
 ) -> Result<Vec<(&'static str, Array2<f32>)>> {
     let trak = Trak::builder()
         .proj_dim(cfg.k)
-        .projector(ProjectorKind::Factored)
+        .projector(ProjectorKind::FACTORED)
         .seed(cfg.seed)
         .build()?;
     let t0 = std::time::Instant::now();

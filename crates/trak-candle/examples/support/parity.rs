@@ -84,7 +84,7 @@ pub fn run(cfg: &BenchConfig, m: usize, k: usize) -> Result<Parity> {
         .fold(0f32, |e, (a, b)| e.max(rel_err(a.view(), b.view())));
     let factored = Trak::builder()
         .proj_dim(k)
-        .projector(ProjectorKind::Factored)
+        .projector(ProjectorKind::FACTORED)
         .seed(cfg.seed)
         .build()?;
     for (b, c) in builtin.iter().zip(&candle) {
