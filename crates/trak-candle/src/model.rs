@@ -82,13 +82,19 @@ where
             .collect()
     }
 
-    /// Tapped forward + backward of one chunk: its factors at every selected layer.
-    fn chunk_factors(&self, chunk: &[E], first: usize) -> trak::Result<Vec<ChunkLayer>> {
+    /// Tapped forward + backward of one chunk: its factors at every selected layer, and each
+    /// example's Q from the same outputs (the taps add zeros, so the outputs are the plain
+    /// forward pass's, bit for bit).
+    fn chunk_factors(
+        &self,
+        chunk: &[E],
+        first: usize,
+    ) -> trak::Result<(Vec<ChunkLayer>, Vec<f32>)> {
         let x = padded_inputs(&self.collate, chunk, self.chunk_rows, &self.device)?;
         let mode = Mode::detached(Some(self.mask.clone()));
         let (z, calls) = forward(&self.net, &x, mode, "the tapped forward pass")?;
         self.check_calls(&calls)?;
-        let (g, _) = eval_outputs(&self.output, &z, chunk, first)?;
+        let (g, values) = eval_outputs(&self.output, &z, chunk, first)?;
         let seed = z.mul(&g).and_then(|p| p.sum_all());
         let grads = seed.and_then(|s| s.backward()).ctx("the backward pass")?;
         let mut out = Vec::new();
@@ -99,7 +105,7 @@ where
                 out.push(layer.ctx("reading layer factors")?);
             }
         }
-        Ok(out)
+        Ok((out, values.iter().map(|v| v.q).collect()))
     }
 
     /// The forward pass must call the discovered layers, in the same order.
@@ -117,17 +123,18 @@ where
         Ok(())
     }
 
-    /// Factors of every selected layer for `batch`.
-    fn factors(&self, batch: &[E]) -> trak::Result<Vec<LayerFactors>> {
+    /// Factors of every selected layer for `batch`, and each example's Q.
+    fn factors(&self, batch: &[E]) -> trak::Result<(Vec<LayerFactors>, Vec<f32>)> {
         let chunks = self.per_chunk(batch, |c, first| self.chunk_factors(c, first))?;
-        Ok(self
+        let factors = self
             .selected_layers()
             .enumerate()
             .map(|(j, info)| {
-                let per: Vec<&ChunkLayer> = chunks.iter().map(|c| &c[j]).collect();
+                let per: Vec<&ChunkLayer> = chunks.iter().map(|c| &c.0[j]).collect();
                 assemble(info, &per, batch.len())
             })
-            .collect())
+            .collect();
+        Ok((factors, chunks.into_iter().flat_map(|c| c.1).collect()))
     }
 
     /// Per-example gradients assembled from the factors.
@@ -136,7 +143,7 @@ where
         batch: &[E],
         mut grads: ArrayViewMut2<'_, f32>,
     ) -> trak::Result<()> {
-        let factors = self.factors(batch)?;
+        let (factors, _) = self.factors(batch)?;
         let layers: Vec<&LayerInfo> = self.selected_layers().collect();
         grads
             .axis_iter_mut(Axis(0))
@@ -297,6 +304,21 @@ where
                 })
                 .collect());
         }
-        self.factors(batch)
+        Ok(self.factors(batch)?.0)
+    }
+
+    /// The factors and Q from the same tapped pass (no second forward pass for Q).
+    fn layer_factors_and_q(
+        &self,
+        batch: &[E],
+        mut q: ArrayViewMut1<'_, f32>,
+    ) -> trak::Result<(Vec<LayerFactors>, bool)> {
+        shape_check("Q buffer", batch.len().to_string(), q.len().to_string())?;
+        if batch.is_empty() {
+            return Ok((self.layer_factors(batch)?, true));
+        }
+        let (factors, values) = self.factors(batch)?;
+        q.iter_mut().zip(values).for_each(|(d, v)| *d = v);
+        Ok((factors, true))
     }
 }

@@ -33,6 +33,12 @@ fn matches_the_builtin_mlp() {
         .zip(&q1)
         .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
     assert!(dq < 1e-5, "Q: {dq}");
+    // Q from the factor pass is output_q's, bit for bit.
+    let mut q2 = Array1::zeros(data.len());
+    let fm = model.factored().unwrap();
+    assert!(fm.layer_factors_and_q(&data, q2.view_mut()).unwrap().1);
+    let bits = |q: &Array1<f32>| q.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+    assert_eq!(bits(&q1), bits(&q2));
     for kind in [ProjectorKind::Rademacher, ProjectorKind::FACTORED] {
         let trak = Trak::builder()
             .proj_dim(64)
