@@ -125,3 +125,34 @@ fn sparse_projection_over_many_chunks_is_deterministic() {
         );
     }
 }
+
+/// The factored engine runs batches in groups sized by the spare memory
+/// (`memory::in_flight`): a memory limit that leaves room for one batch at a time gives the
+/// same bits as an unlimited run on 4 threads.
+#[test]
+fn factored_features_do_not_depend_on_the_memory_limit() {
+    let train = class_samples(700, 20, 10, 3);
+    let mut model = Mlp::new(&[20, 16, 10], Margin, 9).unwrap();
+    randomize(&mut model, 0.3, 4);
+    let run = |limit: Option<usize>| {
+        let mut b = Trak::builder()
+            .proj_dim(300)
+            .projector(ProjectorKind::FACTORED)
+            .batch_size(16);
+        if let Some(l) = limit {
+            b = b.memory_limit(l);
+        }
+        let trak = b.build().unwrap();
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(4)
+            .build()
+            .unwrap();
+        let mut feats = trak.featurizer();
+        pool.install(|| feats.featurize(0, &model, &train)).unwrap();
+        bits(feats.features(0).unwrap())
+    };
+    // features 700 × 300 and Q in f32, plus 4 KiB: a quarter of the spare is under one batch
+    // of layer factors (16 × (21 + 16 + 17 + 10) floats).
+    let tight = 700 * 300 * 4 + 700 * 4 + 4096;
+    assert_eq!(run(Some(tight)), run(None));
+}

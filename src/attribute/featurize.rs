@@ -96,7 +96,8 @@ impl Trak {
 
     /// Projected output gradients of `slice` under `model` at `checkpoint` (rows × dim), and,
     /// for the training set, Q (otherwise an empty vector). `progress` is called after each
-    /// batch with the number of examples of the slice done. The buffers are planned against
+    /// batch (each group of batches for the factored engine) with the number of examples of
+    /// the slice done. The buffers are planned against
     /// the memory limit and allocated fallibly before any model call.
     pub(crate) fn project_set<M: Model>(
         &self,
@@ -156,9 +157,11 @@ impl Trak {
     }
 
     /// The factored engine's batches, several at once (each batch's layer factors, projection
-    /// and Q are independent of the others, so the features do not depend on the grouping):
-    /// groups of eight batches per thread run in parallel, progress is reported after each
-    /// group, and the first failing batch in order gives the error.
+    /// and Q are independent of the others, so the features do not depend on the grouping).
+    /// The first batch runs alone and measures its layer factors; then groups of up to eight
+    /// batches per thread run in parallel, as many as a quarter of the spare memory holds
+    /// ([`memory::in_flight`]). Progress is reported after each group, and the first failing
+    /// batch in order gives the error.
     fn factored_batches<M: Model>(
         &self,
         checkpoint: u64,
@@ -167,6 +170,7 @@ impl Trak {
         (mut feats, mut q): (ArrayViewMut2<'_, f32>, Option<ArrayViewMut1<'_, f32>>),
         progress: &mut dyn FnMut(usize),
     ) -> Result<()> {
+        let planned = bytes(feats.len() + q.as_ref().map_or(0, |q| q.len()), 4);
         let bs = self.batch_size.min(slice.examples.len().max(1));
         let batches: Vec<&[M::Example]> = slice.examples.chunks(bs).collect();
         let mut outs: Vec<_> = feats.axis_chunks_iter_mut(Axis(0), bs).collect();
@@ -174,10 +178,10 @@ impl Trak {
             Some(q) => q.axis_chunks_iter_mut(Axis(0), bs).map(Some).collect(),
             None => batches.iter().map(|_| None).collect(),
         };
-        let group = 8 * rayon::current_num_threads().max(1);
-        for g0 in (0..batches.len()).step_by(group) {
+        let (mut g0, mut group) = (0, 1);
+        while g0 < batches.len() {
             let g1 = (g0 + group).min(batches.len());
-            let results: Vec<Result<()>> = (g0..g1)
+            let results: Vec<Result<usize>> = (g0..g1)
                 .into_par_iter()
                 .zip(outs[g0..g1].par_iter_mut())
                 .zip(qs[g0..g1].par_iter_mut())
@@ -191,8 +195,13 @@ impl Trak {
                     at.project_factored(model, (fm, mats), batches[bi], out.view_mut(), q)
                 })
                 .collect();
-            results.into_iter().collect::<Result<()>>()?;
+            let factor_bytes = results.into_iter().collect::<Result<Vec<usize>>>()?;
+            if g0 == 0 {
+                let most = 8 * rayon::current_num_threads();
+                group = memory::in_flight(self.memory_limit, planned, factor_bytes[0], most);
+            }
             progress((g1 * bs).min(slice.examples.len()));
+            g0 = g1;
         }
         Ok(())
     }
@@ -261,6 +270,7 @@ impl Batch {
 
     /// Layer factors, checked (shapes, finite values), projected into `out`; and Q into `q`
     /// when asked (from the same pass when the model gives it, else [`Model::output_q`]).
+    /// Returns the bytes the layer factors took.
     fn project_factored<M: Model>(
         &self,
         model: &M,
@@ -268,7 +278,7 @@ impl Batch {
         batch: &[M::Example],
         out: ArrayViewMut2<'_, f32>,
         mut q: Option<ArrayViewMut1<'_, f32>>,
-    ) -> Result<()> {
+    ) -> Result<usize> {
         let (factors, with_q) = match q.as_mut() {
             None => (fm.layer_factors(batch)?, false),
             Some(q) => fm.layer_factors_and_q(batch, q.view_mut())?,
@@ -277,10 +287,12 @@ impl Batch {
         self.check_factors(&factors)?;
         mats.project(&factors, out)?;
         match (q, with_q) {
-            (None, _) => Ok(()),
-            (Some(q), true) => self.check_q(q.view()),
-            (Some(q), false) => self.q(model, batch, q),
+            (None, _) => {}
+            (Some(q), true) => self.check_q(q.view())?,
+            (Some(q), false) => self.q(model, batch, q)?,
         }
+        let values = factors.iter().map(|f| f.acts.len() + f.deltas.len()).sum();
+        Ok(bytes(values, 4))
     }
 
     /// [`Error::NonFiniteFactor`] for the first non-finite layer input or output gradient.

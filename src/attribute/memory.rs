@@ -36,6 +36,23 @@ pub(crate) fn check(limit: Option<usize>, parts: &[(&str, usize)], hint: &str) -
     })
 }
 
+/// How many work items of `item_bytes` each to hold at once next to `planned` bytes already
+/// allocated: at most `max`, within a quarter of what the limit (or the machine's memory)
+/// leaves, and at least 1.
+pub(crate) fn in_flight(
+    limit: Option<usize>,
+    planned: usize,
+    item_bytes: usize,
+    max: usize,
+) -> usize {
+    let max = max.max(1);
+    let Some(budget) = limit.or_else(machine_memory) else {
+        return max;
+    };
+    let spare = budget.saturating_sub(planned) / 4;
+    (spare / item_bytes.max(1)).clamp(1, max)
+}
+
 /// RAM + swap in bytes, from `/proc/meminfo` (Linux); `None` where it cannot be read.
 fn machine_memory() -> Option<usize> {
     static MEM: OnceLock<Option<usize>> = OnceLock::new();
@@ -107,6 +124,14 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert!(check(Some(120), &[("features", 80), ("batch", 40)], "").is_ok());
+    }
+
+    #[test]
+    fn work_in_flight_stays_within_a_quarter_of_the_spare_memory() {
+        assert_eq!(in_flight(Some(1000), 200, 100, 16), 2);
+        assert_eq!(in_flight(Some(1000), 200, 10, 16), 16);
+        assert_eq!(in_flight(Some(1000), 2000, 10, 16), 1);
+        assert_eq!(in_flight(Some(1000), 0, 0, 0), 1);
     }
 
     #[test]
