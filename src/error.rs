@@ -445,22 +445,3 @@ pub(crate) fn shape_err(what: &'static str, expected: impl ToString, got: impl T
         got: got.to_string(),
     }
 }
-
-impl Error {
-    /// The same error with a [`Error::BadKernelWeight`]'s example index moved by `start` (a
-    /// block's index in its training set); other errors unchanged.
-    pub(crate) fn offset_example(self, start: usize) -> Error {
-        match self {
-            Error::BadKernelWeight {
-                example,
-                checkpoint,
-                value,
-            } => Error::BadKernelWeight {
-                example: example + start,
-                checkpoint,
-                value,
-            },
-            e => e,
-        }
-    }
-}

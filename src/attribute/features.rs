@@ -48,7 +48,7 @@ impl CkptFeatures {
             return Ok(g);
         }
         let r = self.r.as_deref().map(|r| r.view());
-        let w = weighting.weights(self.q.view(), r, checkpoint)?;
+        let w = weighting.weights(self.q.view(), r, (checkpoint, 0))?;
         let w = w.as_ref().map(|w| w.as_slice().expect("contiguous"));
         Ok(cell.get_or_init(|| gram_weighted(self.phi.view(), w)))
     }

@@ -69,25 +69,26 @@ impl Weighting {
         self as usize
     }
 
-    /// The weights of one checkpoint's training examples (`None` for plain TRAK), checked
-    /// finite and ≥ 0. `r` is the recorded curvature, if any.
+    /// The weights of consecutive training examples of one checkpoint, the first being
+    /// example `first` of the training set (`None` for plain TRAK), checked finite and ≥ 0
+    /// (an error names the example by its index in the training set). `r` is the curvature,
+    /// if any.
     pub(crate) fn weights(
         self,
         q: ArrayView1<'_, f32>,
         r: Option<ArrayView1<'_, f32>>,
-        checkpoint: u64,
+        (checkpoint, first): (u64, usize),
     ) -> Result<Option<Array1<f64>>> {
         let w = match self {
             Weighting::None => return Ok(None),
             Weighting::Q => q,
             Weighting::GaussNewton => r.ok_or(Error::NoCurvature)?,
         };
-        if let Some(example) = w.iter().position(|v| !(v.is_finite() && *v >= 0.0)) {
-            let value = w[example];
+        if let Some(i) = w.iter().position(|v| !(v.is_finite() && *v >= 0.0)) {
             return Err(Error::BadKernelWeight {
-                example,
+                example: first + i,
                 checkpoint,
-                value,
+                value: w[i],
             });
         }
         Ok(Some(w.mapv(|v| v as f64)))

@@ -103,9 +103,7 @@ impl Run {
     ) -> Result<()> {
         let weighting = self.trak.weighting();
         let start = self.block_range(b).start;
-        let w = weighting
-            .weights(q, r, checkpoint)
-            .map_err(|e| e.offset_example(start))?;
+        let w = weighting.weights(q, r, (checkpoint, start))?;
         let g = pack_upper(&gram_weighted(
             phi,
             w.as_ref().map(|w| w.as_slice().expect("contiguous")),
