@@ -4,15 +4,11 @@
 
 mod common;
 
-use common::{class_samples, randomize};
+use common::{bits, class_samples, randomize};
 use trak::Trak;
 use trak::models::Mlp;
 use trak::output::Margin;
 use trak::project::ProjectorKind;
-
-fn bits(v: ndarray::ArrayView2<'_, f32>) -> Vec<u32> {
-    v.iter().map(|x| x.to_bits()).collect()
-}
 
 #[test]
 fn features_and_scores_do_not_depend_on_threads_or_batch_size() {

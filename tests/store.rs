@@ -6,17 +6,13 @@ mod common;
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use common::store_problem;
+use common::{bits, store_problem};
 use ndarray::{Array2, ArrayView2, ArrayViewMut1, ArrayViewMut2};
 use trak::data::Sample;
 use trak::models::Mlp;
 use trak::output::Margin;
 use trak::store::{FeaturizeOptions, MergeOptions, Run, ScoreOptions, ScoreReport, Shard};
 use trak::{Error, Model, Trak};
-
-fn bits2(v: ArrayView2<'_, f32>) -> Vec<u32> {
-    v.iter().map(|x| x.to_bits()).collect()
-}
 
 struct Setup {
     train: Vec<Sample>,
@@ -87,7 +83,7 @@ fn store_round_trip_is_bit_exact() {
     let reopened = Run::open(dir.path()).unwrap();
     for id in 0..2u64 {
         let (phi, q) = reopened.load_features(id).unwrap();
-        assert_eq!(bits2(phi.view()), bits2(mem.features(id).unwrap()));
+        assert_eq!(bits(phi.view()), bits(mem.features(id).unwrap()));
         let qm: Vec<u32> = mem.q(id).unwrap().iter().map(|v| v.to_bits()).collect();
         assert_eq!(q.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), qm);
     }
@@ -101,14 +97,14 @@ fn store_round_trip_is_bit_exact() {
         .collect();
     let views: Vec<(u64, ArrayView2<'_, f32>)> = psis.iter().map(|(i, p)| (*i, p.view())).collect();
     let from_memory = index.score_features(&views).unwrap();
-    assert_eq!(bits2(stored.view()), bits2(from_memory.values()));
+    assert_eq!(bits(stored.view()), bits(from_memory.values()));
 
     // Stored target features are the ones the in-memory API computes.
     for id in 0..2u64 {
         let direct = index
             .target_features(id, &s.models[id as usize], &s.targets)
             .unwrap();
-        assert_eq!(bits2(psis[id as usize].1.view()), bits2(direct.view()));
+        assert_eq!(bits(psis[id as usize].1.view()), bits(direct.view()));
     }
 
     // Against the fully in-memory pipeline (its own Gram matrices, summed over all rows at
@@ -199,7 +195,7 @@ fn resumed_sharded_and_budgeted_runs_give_bit_identical_scores() {
     let (small, rep) = pool.install(|| score_report(&sharded, &s, "t", 18_800_000));
     assert!(rep.blocks_per_pass < sharded.num_blocks(), "{rep:?}");
     assert!(rep.planned_bytes <= 18_800_000, "{rep:?}");
-    assert_eq!(bits2(small.view()), bits2(reference.view()));
+    assert_eq!(bits(small.view()), bits(reference.view()));
 
     // Interrupted twice, then resumed: completed blocks are not recomputed.
     let resumed = Run::create(base.path().join("resumed"), &s.trak, 1100, 256).unwrap();
@@ -241,7 +237,7 @@ fn resumed_sharded_and_budgeted_runs_give_bit_identical_scores() {
     assert_eq!((rep.computed, rep.skipped), (5, 0));
     resumed.merge(MergeOptions::default()).unwrap();
     let got = score(&resumed, &s, "t", 64 << 20);
-    assert_eq!(bits2(got.view()), bits2(reference.view()));
+    assert_eq!(bits(got.view()), bits(reference.view()));
     // Scoring again resumes (nothing left to do) and changes nothing.
     let ck = [(0u64, &s.models[0]), (1, &s.models[1])];
     let rep = resumed
@@ -478,7 +474,7 @@ fn npy_exports_are_readable_by_an_independent_parser_and_import_back() {
     assert_eq!(shape, vec![1100, 96]);
     assert_eq!(
         vals.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
-        bits2(phi.view())
+        bits(phi.view())
     );
     let (shape, vals) = parse_npy(&qp);
     assert_eq!(shape, vec![1100]);
@@ -490,7 +486,7 @@ fn npy_exports_are_readable_by_an_independent_parser_and_import_back() {
     assert_eq!(shape, vec![1100, 7]);
     assert_eq!(
         vals.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
-        bits2(scores.view())
+        bits(scores.view())
     );
 
     // Import: a declared checkpoint from the exported files reproduces the features, and its
@@ -518,7 +514,7 @@ fn npy_exports_are_readable_by_an_independent_parser_and_import_back() {
         Err(Error::RunMismatch { .. })
     ));
     let (phi9, _) = run.load_features(9).unwrap();
-    assert_eq!(bits2(phi9.view()), bits2(phi.view()));
+    assert_eq!(bits(phi9.view()), bits(phi.view()));
     let (g1, g9) = (run.gram(1).unwrap(), run.gram(9).unwrap());
     assert!(
         g1.iter()

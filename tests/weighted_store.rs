@@ -5,17 +5,13 @@
 
 mod common;
 
-use common::{StoreProblem, store_problem};
+use common::{StoreProblem, bits, store_problem};
 use ndarray::{Array2, ArrayView2};
 use trak::data::Sample;
 use trak::models::Mlp;
 use trak::output::Margin;
 use trak::store::{FeaturizeOptions, MergeOptions, Run, ScoreOptions, Shard, inspect};
 use trak::{Error, Trak, Weighting};
-
-fn bits(v: ArrayView2<'_, f32>) -> Vec<u32> {
-    v.iter().map(|x| x.to_bits()).collect()
-}
 
 /// n = 1100 (three blocks of 512), an MLP 20-16-10, two checkpoints.
 type Setup = StoreProblem;

@@ -29,6 +29,11 @@ pub fn class_samples(n: usize, d: usize, classes: usize, seed: u64) -> Vec<Sampl
     })
 }
 
+/// The bit patterns of a matrix, for bit-for-bit comparisons.
+pub fn bits(v: ndarray::ArrayView2<'_, f32>) -> Vec<u32> {
+    v.iter().map(|x| x.to_bits()).collect()
+}
+
 /// Sets every parameter (biases too) to U(−scale, scale).
 pub fn randomize<O: OutputFn>(model: &mut Mlp<O>, scale: f32, seed: u64) {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
