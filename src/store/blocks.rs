@@ -8,11 +8,11 @@ use super::Run;
 use super::format::{FileKind, PayloadWriter, corrupt, open_payload};
 use super::fsio::{read_bytes_into, write_atomic};
 use super::records::{
-    BlockHeader, FeatureBuf, WeightedBlockHeader, decode_feature_block, decode_gram_block,
-    decode_weighted_gram_block, expect_header, first_nonfinite, pack_upper,
+    BlockHeader, FeatureBuf, GRAM_PARTIAL, decode_feature_block, expect_header, first_nonfinite,
+    pack_upper,
 };
 use crate::error::{Error, Result};
-use crate::kernel::{Weighting, gram_weighted};
+use crate::kernel::gram_weighted;
 
 impl Run {
     pub(super) fn block_header(&self, checkpoint: u64, b: usize, dim: usize) -> BlockHeader {
@@ -78,17 +78,8 @@ impl Run {
         let weighting = self.trak.weighting();
         let path = self.gram_path(checkpoint, b, weighting);
         read_bytes_into(&path, bytes)?;
-        let block = self.block_header(checkpoint, b, dim);
-        if weighting == Weighting::None {
-            let mut r = open_payload(&path, bytes, FileKind::GramBlock)?;
-            let h = decode_gram_block(&path, &mut r, out)?;
-            r.finish()?;
-            return expect_header(&path, &h, &block);
-        }
-        let mut r = open_payload(&path, bytes, FileKind::WeightedGramBlock)?;
-        let h = decode_weighted_gram_block(&path, &mut r, out)?;
-        r.finish()?;
-        expect_header(&path, &h, &WeightedBlockHeader { block, weighting })
+        let want = self.block_header(checkpoint, b, dim);
+        GRAM_PARTIAL.read((&path, bytes), (want, weighting), out)
     }
 
     /// Writes block `b`'s Gram partial Φ_bᵀW_bΦ_b under the run's weighting (w from Q, or
@@ -104,21 +95,11 @@ impl Run {
         let weighting = self.trak.weighting();
         let start = self.block_range(b).start;
         let w = weighting.weights(q, r, (checkpoint, start))?;
-        let g = pack_upper(&gram_weighted(
-            phi,
-            w.as_ref().map(|w| w.as_slice().expect("contiguous")),
-        ));
-        let block = self.block_header(checkpoint, b, phi.ncols());
-        let mut w = PayloadWriter::with_capacity(g.len() * 8 + 64);
-        let kind = if weighting == Weighting::None {
-            w.meta(&block);
-            FileKind::GramBlock
-        } else {
-            w.meta(&WeightedBlockHeader { block, weighting });
-            FileKind::WeightedGramBlock
-        };
-        w.f64s(g);
-        write_atomic(&self.gram_path(checkpoint, b, weighting), &w.finish(kind))
+        let w = w.as_ref().map(|w| w.as_slice().expect("contiguous"));
+        let g = pack_upper(&gram_weighted(phi, w));
+        let header = self.block_header(checkpoint, b, phi.ncols());
+        let file = GRAM_PARTIAL.file(&header, weighting, g);
+        write_atomic(&self.gram_path(checkpoint, b, weighting), &file)
     }
 
     /// Writes block `b` of a checkpoint: the Gram partial first, then the features, each

@@ -106,9 +106,9 @@ impl Run {
         }
         // Like featurisation, an interrupted import resumes: blocks on disk are kept after
         // checking that the first of them holds the same first row as the file.
+        let dim = self.checkpoint_info(checkpoint)?.dim;
         let done = self.blocks_done(checkpoint)?;
         if let Some(&b) = done.first() {
-            let dim = self.checkpoint_info(checkpoint)?.dim;
             let start = self.block_range(b).start;
             let source = |row| {
                 format!(
@@ -121,7 +121,6 @@ impl Run {
         for b in (0..self.num_blocks()).filter(|b| !done.contains(b)) {
             if self.feat_path(checkpoint, b).exists() {
                 // Imported under another weighting: only the partial is missing.
-                let dim = self.checkpoint_info(checkpoint)?.dim;
                 self.complete_partial(checkpoint, b, dim, None)?;
                 continue;
             }

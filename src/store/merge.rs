@@ -6,12 +6,8 @@ use std::collections::BTreeSet;
 use ndarray::{Array1, Array2, ArrayView1, s};
 
 use super::Run;
-use super::format::{FileKind, PayloadWriter};
-use super::fsio::{remove_temps, write_atomic};
-use super::records::{
-    FeatureBuf, MergedHeader, WeightedMergedHeader, decode_merged, decode_weighted_merged,
-    expect_header, packed_len, read_with, unpack_upper,
-};
+use super::fsio::{read_bytes, remove_temps, write_atomic};
+use super::records::{FeatureBuf, MERGED_GRAM, MergedHeader, packed_len, unpack_upper};
 use crate::attribute::{StoredCheckpoint, TrainFeatures};
 use crate::error::{Error, Result};
 use crate::kernel::Weighting;
@@ -103,18 +99,10 @@ impl Run {
                 unit: Unit::Blocks,
             });
         }
-        let merged = self.merged_header(id, info.dim);
+        let header = self.merged_header(id, info.dim);
         let weighting = self.trak.weighting();
-        let mut w = PayloadWriter::with_capacity(total.len() * 8 + 64);
-        let kind = if weighting == Weighting::None {
-            w.meta(&merged);
-            FileKind::Merged
-        } else {
-            w.meta(&WeightedMergedHeader { merged, weighting });
-            FileKind::WeightedMerged
-        };
-        w.f64s(total);
-        write_atomic(&self.merged_path(id, weighting), &w.finish(kind))
+        let file = MERGED_GRAM.file(&header, weighting, total);
+        write_atomic(&self.merged_path(id, weighting), &file)
     }
 
     fn merged_header(&self, checkpoint: u64, dim: usize) -> MergedHeader {
@@ -156,17 +144,9 @@ impl Run {
                 what,
             });
         }
-        let merged = self.merged_header(checkpoint, info.dim);
+        let want = self.merged_header(checkpoint, info.dim);
         let mut g = Vec::new();
-        if plain {
-            let h = read_with(&path, FileKind::Merged, |r| decode_merged(&path, r, &mut g))?;
-            expect_header(&path, &h, &merged)?;
-        } else {
-            let h = read_with(&path, FileKind::WeightedMerged, |r| {
-                decode_weighted_merged(&path, r, &mut g)
-            })?;
-            expect_header(&path, &h, &WeightedMergedHeader { merged, weighting })?;
-        }
+        MERGED_GRAM.read((&path, &read_bytes(&path)?), (want, weighting), &mut g)?;
         Ok(unpack_upper(&g, info.dim))
     }
 

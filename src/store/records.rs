@@ -64,18 +64,101 @@ pub(super) struct MergedHeader {
     pub(super) blocks: usize,
 }
 
-/// A block's Gram partial under a kernel weighting: Φ_bᵀW_bΦ_b.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub(super) struct WeightedBlockHeader {
-    pub(super) block: BlockHeader,
-    pub(super) weighting: Weighting,
+/// Headers of packed symmetric matrices (Gram partials, merged Gram matrices): their
+/// dimension.
+pub(super) trait PackedHeader:
+    Serialize + serde::de::DeserializeOwned + PartialEq + std::fmt::Debug
+{
+    fn dim(&self) -> usize;
 }
 
-/// The merged Gram matrix of a checkpoint under a kernel weighting: ΦᵀWΦ.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub(super) struct WeightedMergedHeader {
-    pub(super) merged: MergedHeader,
-    pub(super) weighting: Weighting,
+impl PackedHeader for BlockHeader {
+    fn dim(&self) -> usize {
+        self.dim
+    }
+}
+
+impl PackedHeader for MergedHeader {
+    fn dim(&self) -> usize {
+        self.dim
+    }
+}
+
+/// The two file kinds of a packed symmetric matrix that exists once per kernel weighting:
+/// plain TRAK keeps the format that predates weightings (kind `plain`, the header alone), a
+/// weighting has kind `weighted` and the header `(header, weighting)`.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct PackedKinds {
+    plain: FileKind,
+    weighted: FileKind,
+}
+
+/// A block's Gram partial Φ_bᵀW_bΦ_b.
+pub(super) const GRAM_PARTIAL: PackedKinds = PackedKinds {
+    plain: FileKind::GramBlock,
+    weighted: FileKind::WeightedGramBlock,
+};
+
+/// A checkpoint's merged Gram matrix ΦᵀWΦ.
+pub(super) const MERGED_GRAM: PackedKinds = PackedKinds {
+    plain: FileKind::Merged,
+    weighted: FileKind::WeightedMerged,
+};
+
+impl PackedKinds {
+    /// The file of `packed` (an upper triangle) with `header`, under `weighting`.
+    pub(super) fn file<H: PackedHeader>(
+        self,
+        header: &H,
+        weighting: Weighting,
+        packed: Vec<f64>,
+    ) -> Vec<u8> {
+        let mut w = PayloadWriter::with_capacity(packed.len() * 8 + 64);
+        let kind = match weighting {
+            Weighting::None => {
+                w.meta(header);
+                self.plain
+            }
+            weighted => {
+                w.meta(&(header, weighted));
+                self.weighted
+            }
+        };
+        w.f64s(packed);
+        w.finish(kind)
+    }
+
+    /// Decodes `bytes` (the file at `path`) into `out` and checks that its header is `want`
+    /// under `weighting`.
+    pub(super) fn read<H: PackedHeader>(
+        self,
+        (path, bytes): (&Path, &[u8]),
+        (want, weighting): (H, Weighting),
+        out: &mut Vec<f64>,
+    ) -> Result<()> {
+        let weighted = weighting != Weighting::None;
+        let kind = if weighted { self.weighted } else { self.plain };
+        let mut r = open_payload(path, bytes, kind)?;
+        let got = decode_packed_under::<H>(path, &mut r, weighted, out)?;
+        r.finish()?;
+        expect_header(path, &got, &(want, weighting))
+    }
+}
+
+/// Decodes a packed matrix's header (with its weighting when `weighted`, else plain) and its
+/// upper triangle into `out`.
+pub(super) fn decode_packed_under<H: PackedHeader>(
+    path: &Path,
+    r: &mut PayloadReader<'_>,
+    weighted: bool,
+    out: &mut Vec<f64>,
+) -> Result<(H, Weighting)> {
+    if weighted {
+        decode_packed(path, r, "Gram matrix", |h: &(H, Weighting)| h.0.dim(), out)
+    } else {
+        let h = decode_packed(path, r, "Gram matrix", |h: &H| h.dim(), out)?;
+        Ok((h, Weighting::None))
+    }
 }
 
 /// A target set's record. Plain target sets are stored as this record alone (kind
@@ -248,40 +331,6 @@ pub(super) fn decode_feature_block(
     Ok(h)
 }
 
-pub(super) fn decode_gram_block(
-    path: &Path,
-    r: &mut PayloadReader<'_>,
-    out: &mut Vec<f64>,
-) -> Result<BlockHeader> {
-    decode_packed(path, r, "Gram partial", |h: &BlockHeader| h.dim, out)
-}
-
-pub(super) fn decode_merged(
-    path: &Path,
-    r: &mut PayloadReader<'_>,
-    out: &mut Vec<f64>,
-) -> Result<MergedHeader> {
-    decode_packed(path, r, "Gram matrix", |h: &MergedHeader| h.dim, out)
-}
-
-pub(super) fn decode_weighted_merged(
-    path: &Path,
-    r: &mut PayloadReader<'_>,
-    out: &mut Vec<f64>,
-) -> Result<WeightedMergedHeader> {
-    let dim = |h: &WeightedMergedHeader| h.merged.dim;
-    decode_packed(path, r, "weighted Gram matrix", dim, out)
-}
-
-pub(super) fn decode_weighted_gram_block(
-    path: &Path,
-    r: &mut PayloadReader<'_>,
-    out: &mut Vec<f64>,
-) -> Result<WeightedBlockHeader> {
-    let dim = |h: &WeightedBlockHeader| h.block.dim;
-    decode_packed(path, r, "weighted Gram partial", dim, out)
-}
-
 pub(super) fn decode_target_features(
     path: &Path,
     r: &mut PayloadReader<'_>,
@@ -325,11 +374,13 @@ pub fn inspect(path: &Path, bytes: &[u8]) -> Result<FileSummary> {
         FileKind::FeatureBlock => {
             decode_feature_block(path, &mut r, &mut FeatureBuf::default())?;
         }
-        FileKind::GramBlock => {
-            decode_gram_block(path, &mut r, &mut Vec::new())?;
+        FileKind::GramBlock | FileKind::WeightedGramBlock => {
+            let weighted = kind == FileKind::WeightedGramBlock;
+            decode_packed_under::<BlockHeader>(path, &mut r, weighted, &mut Vec::new())?;
         }
-        FileKind::Merged => {
-            decode_merged(path, &mut r, &mut Vec::new())?;
+        FileKind::Merged | FileKind::WeightedMerged => {
+            let weighted = kind == FileKind::WeightedMerged;
+            decode_packed_under::<MergedHeader>(path, &mut r, weighted, &mut Vec::new())?;
         }
         FileKind::TargetMeta => {
             r.meta::<TargetMeta>("metadata")?;
@@ -339,12 +390,6 @@ pub fn inspect(path: &Path, bytes: &[u8]) -> Result<FileSummary> {
         }
         FileKind::ScoreBlock => {
             decode_scores(path, &mut r)?;
-        }
-        FileKind::WeightedGramBlock => {
-            decode_weighted_gram_block(path, &mut r, &mut Vec::new())?;
-        }
-        FileKind::WeightedMerged => {
-            decode_weighted_merged(path, &mut r, &mut Vec::new())?;
         }
         FileKind::WeightedTargetMeta => {
             r.meta::<(TargetMeta, Weighting)>("metadata")?;
