@@ -35,15 +35,27 @@ pub struct Sample {
     pub target: Target,
 }
 
-/// An in-memory classification dataset: inputs n × d (one row per example) and n labels.
+/// An in-memory classification dataset: inputs n × d (one row per example), n labels, and the
+/// class count when it is known.
+///
+/// What a dataset knows about its labels: a dataset made by [`Dataset::with_classes`], read
+/// from MNIST (10 classes) or made by [`Dataset::blobs`] knows its class count and has checked
+/// every label against it, naming the row. One made by [`Dataset::new`] does not know it
+/// ([`Dataset::classes`] is `None`) and its labels are unchecked: the model checks each target
+/// when it uses it, and every built-in path does, naming the example (the margin needs a
+/// class below the model's output count, binary logistic 0 or 1, and [`crate::models::Sgd`]
+/// checks the whole training set before its first step, [`Error::InvalidTarget`]).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Dataset {
     x: Array2<f32>,
     labels: Vec<usize>,
+    classes: Option<usize>,
 }
 
 impl Dataset {
     /// Builds a dataset, checking that `x` has one row per label and only finite values.
+    /// The labels are not checked against a class count (see [`Dataset`]); use
+    /// [`Dataset::with_classes`] when you know it.
     pub fn new(x: Array2<f32>, labels: Vec<usize>) -> Result<Self> {
         if x.nrows() != labels.len() {
             return Err(crate::error::shape_err(
@@ -58,7 +70,37 @@ impl Dataset {
                 index,
             });
         }
-        Ok(Self { x, labels })
+        Ok(Self {
+            x,
+            labels,
+            classes: None,
+        })
+    }
+
+    /// [`Dataset::new`] for `classes` classes: also checks that `classes` ≥ 1 and that every
+    /// label is below it ([`Error::InvalidTarget`] naming the first row that is not).
+    pub fn with_classes(x: Array2<f32>, labels: Vec<usize>, classes: usize) -> Result<Self> {
+        if classes == 0 {
+            return Err(crate::error::invalid("class count", 0, "≥ 1"));
+        }
+        if let Some(row) = labels.iter().position(|&y| y >= classes) {
+            return Err(Error::InvalidTarget {
+                example: row,
+                reason: format!(
+                    "label {} is not a class of this dataset (classes 0..{classes})",
+                    labels[row]
+                ),
+            });
+        }
+        Ok(Self {
+            classes: Some(classes),
+            ..Self::new(x, labels)?
+        })
+    }
+
+    /// The class count, when the dataset knows it (see [`Dataset`]).
+    pub fn classes(&self) -> Option<usize> {
+        self.classes
     }
 
     /// Inputs, n × d, one row per example.
@@ -100,13 +142,26 @@ impl Dataset {
     /// [`Dataset::from_mnist_csv_gz`] from any reader (e.g. bytes embedded in a binary);
     /// `name` names the source in errors.
     pub fn read_mnist_csv_gz(reader: impl std::io::Read, name: &Path) -> Result<Self> {
-        let reader = BufReader::new(flate2::read::GzDecoder::new(reader));
+        let reader = BufReader::new(gzip_stream(reader, name)?);
         let mut pixels: Vec<f32> = Vec::new();
         let mut labels = Vec::new();
         for (i, line) in reader.lines().enumerate() {
-            let line = line.map_err(|source| Error::Io {
-                path: name.to_path_buf(),
-                source,
+            let line = line.map_err(|source| match source.kind() {
+                std::io::ErrorKind::InvalidData | std::io::ErrorKind::UnexpectedEof => {
+                    Error::WrongFormat {
+                        path: name.to_path_buf(),
+                        format: MNIST_FORMAT,
+                        reason: format!(
+                            "the gzip stream is corrupt, truncated, or not UTF-8 text \
+                             (near line {}: {source})",
+                            i + 1
+                        ),
+                    }
+                }
+                _ => Error::Io {
+                    path: name.to_path_buf(),
+                    source,
+                },
             })?;
             if line.trim().is_empty() {
                 continue;
@@ -126,7 +181,11 @@ impl Dataset {
         }
         let x = Array2::from_shape_vec((labels.len(), MNIST_PIXELS), pixels)
             .expect("row count checked while parsing");
-        Ok(Self { x, labels })
+        Ok(Self {
+            x,
+            labels,
+            classes: Some(10),
+        })
     }
 
     /// `n` points in `classes` Gaussian blobs in R^`dim`, seeded: class centres have i.i.d.
@@ -150,7 +209,11 @@ impl Dataset {
         let x = Array2::from_shape_fn((n, dim), |(i, j)| {
             centres[labels[i] * dim + j] + 0.5 * normal()
         });
-        Ok(Self { x, labels })
+        Ok(Self {
+            x,
+            labels,
+            classes: Some(classes),
+        })
     }
 
     /// Rows `idx` of this dataset, in that order.
@@ -165,6 +228,7 @@ impl Dataset {
         Ok(Self {
             x: self.x.select(Axis(0), idx),
             labels: idx.iter().map(|&i| self.labels[i]).collect(),
+            classes: self.classes,
         })
     }
 
@@ -212,6 +276,45 @@ impl Dataset {
             })
             .collect()
     }
+}
+
+/// The format [`Dataset::read_mnist_csv_gz`] reads, as errors name it.
+const MNIST_FORMAT: &str = "gzip-compressed MNIST CSV file";
+
+/// A gzip decoder over `reader`, after checking that the stream starts with the gzip magic
+/// bytes 1f 8b ([`Error::WrongFormat`] otherwise, showing the bytes found).
+fn gzip_stream<R: std::io::Read>(mut reader: R, name: &Path) -> Result<impl std::io::Read> {
+    let mut head = [0u8; 4];
+    let mut got = 0;
+    while got < head.len() {
+        match reader.read(&mut head[got..]) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(source) => {
+                let path = name.to_path_buf();
+                return Err(Error::Io { path, source });
+            }
+        }
+    }
+    let head = &head[..got];
+    if !head.starts_with(&[0x1f, 0x8b]) {
+        let shown: Vec<String> = head.iter().map(|b| format!("{b:02x}")).collect();
+        let reason = match head.is_empty() {
+            true => "the file is empty".to_string(),
+            false => format!(
+                "not a gzip stream: it starts with bytes {} (gzip starts with 1f 8b)",
+                shown.join(" ")
+            ),
+        };
+        return Err(Error::WrongFormat {
+            path: name.to_path_buf(),
+            format: MNIST_FORMAT,
+            reason,
+        });
+    }
+    let whole = std::io::Read::chain(std::io::Cursor::new(head.to_vec()), reader);
+    Ok(flate2::read::GzDecoder::new(whole))
 }
 
 /// Pixels per MNIST image.

@@ -6,8 +6,6 @@
 
 use std::path::PathBuf;
 
-use crate::project::ProjectorKind;
-
 /// Which set of examples an operation was working on (named in errors).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ExampleSet {
@@ -76,10 +74,11 @@ pub enum Error {
     },
 
     /// An operation that only some projectors support was asked of another.
-    #[error("{operation} is not supported with the {projector:?} projector")]
+    #[error("{operation} is not supported with the {projector} projector")]
     UnsupportedProjector {
-        /// The projector in use.
-        projector: ProjectorKind,
+        /// The projector in use, as `ProjectorKind`'s `Display` writes it (e.g. "factored
+        /// (expansion 32)").
+        projector: String,
         /// What was asked (e.g. "prefix(k)").
         operation: &'static str,
     },
@@ -215,6 +214,18 @@ pub enum Error {
         source: std::io::Error,
     },
 
+    /// A file is not in the format its reader expects (e.g. not a gzip stream, or a gzip
+    /// stream that is corrupt or ends early). The file could be read.
+    #[error("{path} is not a {format}: {reason}")]
+    WrongFormat {
+        /// The file.
+        path: PathBuf,
+        /// The format the reader expects, e.g. "gzip-compressed MNIST CSV file".
+        format: &'static str,
+        /// What was found instead.
+        reason: String,
+    },
+
     /// A file was read but its content is malformed.
     #[error("malformed {path} (line {line}): {reason}")]
     Parse {
@@ -315,6 +326,19 @@ pub enum Error {
     )]
     NoCurvature,
 
+    /// The Gauss-Newton weighting was asked of a store checkpoint whose features were
+    /// imported ([`crate::Run::import_npy`], [`crate::Run::import_block`]): imported
+    /// features and Q carry no curvature, so its weighted Gram matrix cannot be computed.
+    #[error(
+        "checkpoint {checkpoint} holds imported features, which carry no curvature \
+         r = ∂²L/∂f²: the Gauss-Newton weighting cannot be computed for it (score it under \
+         Weighting::Q or Weighting::None, or featurise it from its model with Run::featurize)"
+    )]
+    ImportedWithoutCurvature {
+        /// The imported checkpoint.
+        checkpoint: u64,
+    },
+
     /// A kernel weight (Q or r of a training example) is negative or not finite: the
     /// weighted Gram matrix ΦᵀWΦ would not be positive semi-definite.
     #[error(
@@ -329,6 +353,35 @@ pub enum Error {
         checkpoint: u64,
         /// The weight.
         value: f32,
+    },
+
+    /// A model's result for an example depends on the other examples of its batch, found by
+    /// the batch-independence check ([`crate::model::batch_check`], opt-in through
+    /// [`crate::TrakBuilder::check_batch_independence`]). [`crate::Model`] requires results
+    /// that do not depend on how examples are batched: scores would change with the batch size.
+    #[error(
+        "the model's {what} for example {example} depends on its batch: entry {index} is \
+         {alone:e} computed alone and {in_batch:e} inside a batch of {batch} (tolerance \
+         {tolerance:e} × the largest magnitude); a Model's results must not depend on how \
+         examples are batched (see trak::model::batch_check)"
+    )]
+    BatchDependent {
+        /// What differs: "output gradient", "Q", or "layer <l> activations" / "layer <l>
+        /// output gradients" for a factored model.
+        what: String,
+        /// Index of the example in the set being featurised (in the batch given to
+        /// [`crate::model::batch_check::check_batch_independence`]).
+        example: usize,
+        /// The first entry that differs.
+        index: usize,
+        /// Its value with the example computed alone.
+        alone: f32,
+        /// Its value inside the batch.
+        in_batch: f32,
+        /// The batch's size.
+        batch: usize,
+        /// The relative tolerance of the check.
+        tolerance: f32,
     },
 
     /// A deep-learning framework that a model adapter drives (candle, through the

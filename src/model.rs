@@ -38,13 +38,21 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
 
+pub mod batch_check;
+
 /// A model at one checkpoint, able to give per-example output gradients and Q weights.
 ///
 /// The pipeline calls these methods with batches of consecutive examples and checks the
 /// results: a NaN or infinite value is reported as [`crate::Error::NonFiniteGradient`] or
 /// [`crate::Error::NonFiniteQ`] naming the example, so implementations need not check.
-/// Implementations must be deterministic: the same example must give the same gradient
-/// whatever batch it is in, or the pipeline's bit-for-bit reproducibility is lost.
+/// Implementations must be deterministic and **batch-independent**: the same example must give
+/// the same gradient and Q whatever batch it is in, or scores change with the batch size and
+/// the pipeline's bit-for-bit reproducibility is lost. Test your model for it with
+/// [`batch_check::check_batch_independence`] (an example's results alone against inside a
+/// batch, e.g. `check_batch_independence(&model, &train[..64], 0.0)` for the same bits, or a
+/// small tolerance such as 1e-5 when your kernels round differently for other row counts), or
+/// have every featurisation check its first batch with
+/// [`crate::TrakBuilder::check_batch_independence`].
 pub trait Model: Sync {
     /// One example: whatever your model consumes (input and label/target).
     type Example: Sync;

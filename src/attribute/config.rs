@@ -18,6 +18,9 @@ pub struct Trak {
     pub(super) weighting: Weighting,
     pub(super) batch_size: usize,
     pub(super) memory_limit: Option<usize>,
+    /// The batch-independence check's tolerance, when it is on.
+    #[serde(default)]
+    pub(super) batch_check: Option<f32>,
 }
 
 fn plain() -> Weighting {
@@ -43,6 +46,7 @@ impl Default for TrakBuilder {
                 weighting: Weighting::default(),
                 batch_size: 64,
                 memory_limit: None,
+                batch_check: None,
             },
         }
     }
@@ -95,6 +99,19 @@ impl TrakBuilder {
         self.cfg.memory_limit = Some(bytes);
         self
     }
+    /// Opt-in: before featurising a set (each checkpoint's training set, each target set,
+    /// each block of a store run), check that the model gives the first and the last example
+    /// of the first batch the same results alone as inside the batch, to `tolerance` relative
+    /// to the largest magnitude (0: the same bits). The check compares Q and what the projector
+    /// consumes (flat gradients, or layer factors for the factored kinds) and fails with
+    /// [`crate::Error::BatchDependent`] naming the example; see
+    /// [`crate::model::batch_check`]. Cost: two single-example model calls and one batch per
+    /// set. Default: off (the built-in models are batch-independent bit for bit).
+    pub fn check_batch_independence(mut self, tolerance: f32) -> Self {
+        self.cfg.batch_check = Some(tolerance);
+        self
+    }
+
     /// Validates and returns the configuration.
     pub fn build(self) -> Result<Trak> {
         let c = &self.cfg;
@@ -108,8 +125,19 @@ impl TrakBuilder {
             return Err(invalid("memory limit", 0, "≥ 1 byte"));
         }
         c.ridge.validate()?;
-        if let ProjectorKind::Sparse { s } = c.projector {
-            project::SparseProjector::new(1, c.proj_dim, s, c.seed)?;
+        if let Some(t) = c.batch_check.filter(|t| !(t.is_finite() && *t >= 0.0)) {
+            return Err(invalid(
+                "batch-independence tolerance",
+                t,
+                "a finite value ≥ 0",
+            ));
+        }
+        match c.projector {
+            ProjectorKind::Sparse { s } => {
+                project::SparseProjector::new(1, c.proj_dim, s, c.seed)?;
+            }
+            ProjectorKind::Factored { expansion } => project::factored::check_expansion(expansion)?,
+            _ => {}
         }
         Ok(self.cfg)
     }
@@ -149,6 +177,12 @@ impl Trak {
     /// Featurisation batch size.
     pub fn batch_size(&self) -> usize {
         self.batch_size
+    }
+
+    /// The batch-independence check's tolerance, if it is on (see
+    /// [`TrakBuilder::check_batch_independence`]).
+    pub fn batch_check(&self) -> Option<f32> {
+        self.batch_check
     }
 
     /// The memory limit of in-memory calls, if one was set (see [`TrakBuilder::memory_limit`]).

@@ -206,7 +206,7 @@ impl TrainFeatures {
             ProjectorKind::Rademacher | ProjectorKind::Gaussian
         ) {
             return Err(Error::UnsupportedProjector {
-                projector: self.cfg.projector,
+                projector: self.cfg.projector.to_string(),
                 operation: "prefix(k) (it needs a dense random projection)",
             });
         }

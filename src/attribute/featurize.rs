@@ -7,6 +7,7 @@ use rayon::prelude::*;
 use super::Trak;
 use super::memory::{self, bytes};
 use crate::error::{Error, ExampleSet, Result};
+use crate::model::batch_check::{self, Through};
 use crate::model::{FactoredModel, LayerFactors, Model};
 use crate::project::{self, FactoredMatrices, FactoredProjector, Projector, ProjectorKind};
 
@@ -123,12 +124,14 @@ impl Trak {
                 ("features", bytes(n, bytes(dim, 4))),
                 ("Q", bytes(if with_q { n } else { 0 }, 4)),
                 ("gradient batch", bytes(batch_rows, bytes(p, 4))),
+                ("batch check", bytes(self.batch_check.map_or(0, |_| p), 4)),
             ],
             hint,
         )?;
         let mut feats = memory::zeros2::<f32>((n, dim), "features")?;
         let mut q = memory::zeros1::<f32>(if with_q { n } else { 0 }, "Q")?;
         let mut grads = memory::zeros2::<f32>((batch_rows, p), "gradient batch")?;
+        self.check_batches(model, &engine, &slice, grads.view_mut())?;
         let proj = match &engine {
             Engine::Flat(proj) => proj.as_ref(),
             Engine::Factored(fm, mats) => {
@@ -154,6 +157,26 @@ impl Trak {
             progress(start + batch.len());
         }
         Ok((feats, q))
+    }
+
+    /// The opt-in batch-independence check on the slice's first batch (the flat engine's
+    /// gradient buffer holds the batch).
+    fn check_batches<M: Model>(
+        &self,
+        model: &M,
+        engine: &Engine<'_, M::Example>,
+        slice: &ExampleSlice<'_, M::Example>,
+        grads: ArrayViewMut2<'_, f32>,
+    ) -> Result<()> {
+        let Some(tolerance) = self.batch_check else {
+            return Ok(());
+        };
+        let first = &slice.examples[..self.batch_size.min(slice.examples.len())];
+        let through = match engine {
+            Engine::Flat(_) => Through::Gradients(grads),
+            Engine::Factored(fm, _) => Through::Factors(*fm),
+        };
+        batch_check::check(model, first, tolerance, slice.offset, through)
     }
 
     /// The factored engine's batches, several at once (each batch's layer factors, projection

@@ -123,7 +123,7 @@ impl<O: OutputFn> Mlp<O> {
 
     /// Checks that consecutive layers fit together (a deserialised model is not validated
     /// otherwise).
-    fn check_shapes(&self) -> Result<()> {
+    pub(crate) fn check_shapes(&self) -> Result<()> {
         if self.layers.is_empty() {
             return Err(Error::Empty("MLP layers"));
         }
@@ -230,29 +230,35 @@ impl<O: OutputFn> Mlp<O> {
     /// set, used in error messages.
     fn gather<S: Borrow<Sample>>(&self, batch: &[S], first: usize) -> Result<Array2<f32>> {
         self.check_shapes()?;
-        let d = self.input_dim();
-        let c = self.output_dim();
-        let mut x = Array2::zeros((batch.len(), d));
+        let mut x = Array2::zeros((batch.len(), self.input_dim()));
         for (b, (mut row, s)) in x.rows_mut().into_iter().zip(batch).enumerate() {
             let s = s.borrow();
-            if s.x.len() != d {
-                return Err(shape_err("example input length", d, s.x.len()));
-            }
-            if let Some(i) = s.x.iter().position(|v| !v.is_finite()) {
-                return Err(Error::NonFiniteInput {
-                    what: "example input",
-                    index: (first + b) * d + i,
-                });
-            }
-            self.output
-                .validate(c, &s.target)
-                .map_err(|reason| Error::InvalidTarget {
-                    example: first + b,
-                    reason,
-                })?;
+            self.check_sample(s, first + b)?;
             row.assign(&ArrayView1::from(&s.x[..]));
         }
         Ok(x)
+    }
+
+    /// Checks one example (example `index` of the caller's set) against the network: input
+    /// length, finite inputs, and its target against the output function (a class below the
+    /// output count for the margin, 0 or 1 for binary logistic).
+    pub(crate) fn check_sample(&self, s: &Sample, index: usize) -> Result<()> {
+        let d = self.input_dim();
+        if s.x.len() != d {
+            return Err(shape_err("example input length", d, s.x.len()));
+        }
+        if let Some(i) = s.x.iter().position(|v| !v.is_finite()) {
+            return Err(Error::NonFiniteInput {
+                what: "example input",
+                index: index * d + i,
+            });
+        }
+        self.output
+            .validate(self.output_dim(), &s.target)
+            .map_err(|reason| Error::InvalidTarget {
+                example: index,
+                reason,
+            })
     }
 
     fn forward(&self, x: Array2<f32>) -> Forward {

@@ -88,6 +88,12 @@ impl Sgd {
         if data.is_empty() {
             return Err(Error::Empty("training data"));
         }
+        // Checked here so that an error names the example's index in `data`, not in a
+        // shuffled minibatch.
+        model.check_shapes()?;
+        for (i, s) in data.iter().enumerate() {
+            model.check_sample(s, i)?;
+        }
         let mut rng = ChaCha8Rng::seed_from_u64(self.seed);
         let mut order: Vec<usize> = (0..data.len()).collect();
         let p = model.params_flat().len();

@@ -86,6 +86,19 @@ pub const DEFAULT_EXPANSION: usize = 32;
 /// Examples per parallel task (any value gives the same features).
 const EXAMPLES_PER_TASK: usize = 8;
 
+/// [`Error::InvalidParameter`](crate::Error::InvalidParameter) naming the expansion unless it
+/// is ≥ 2: an intermediate no larger than the layer's share has nothing to sketch.
+pub fn check_expansion(expansion: usize) -> Result<()> {
+    if expansion < 2 {
+        return Err(invalid(
+            "factored expansion",
+            expansion,
+            "≥ 2 (ProjectorKind::FactoredSmall has no sketch)",
+        ));
+    }
+    Ok(())
+}
+
 /// How one layer is projected: its shape, the factor dimensions, the width of its block of
 /// features and where the block starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -123,13 +136,7 @@ impl FactoredProjector {
     /// layer an intermediate of about `expansion` × its share of k, sketched down to the
     /// share ([`ProjectorKind::Factored`](super::ProjectorKind::Factored), `expansion` ≥ 2).
     pub fn sketched(layers: &[LinearLayer], k: usize, expansion: usize, seed: u64) -> Result<Self> {
-        if expansion < 2 {
-            return Err(invalid(
-                "factored expansion",
-                expansion,
-                "≥ 2 (ProjectorKind::FactoredSmall has no sketch)",
-            ));
-        }
+        check_expansion(expansion)?;
         check_layers(layers, k)?;
         let mut plan = Vec::with_capacity(layers.len());
         let mut offset = 0;

@@ -98,6 +98,21 @@ impl ProjectorKind {
     }
 }
 
+impl std::fmt::Display for ProjectorKind {
+    /// The kind's name as errors and tables write it: "Rademacher", "Gaussian", "identity",
+    /// "sparse (s = 1)", "factored-small", "factored (expansion 32)".
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ProjectorKind::Rademacher => f.write_str("Rademacher"),
+            ProjectorKind::Gaussian => f.write_str("Gaussian"),
+            ProjectorKind::Identity => f.write_str("identity"),
+            ProjectorKind::Sparse { s } => write!(f, "sparse (s = {s})"),
+            ProjectorKind::FactoredSmall => f.write_str("factored-small"),
+            ProjectorKind::Factored { expansion } => write!(f, "factored (expansion {expansion})"),
+        }
+    }
+}
+
 /// A linear map from p-dimensional gradients to k-dimensional features.
 pub trait Projector: Sync {
     /// Input dimension p.
@@ -128,7 +143,7 @@ pub fn build(kind: ProjectorKind, p: usize, k: usize, seed: u64) -> Result<Box<d
         ProjectorKind::Sparse { s } => Box::new(SparseProjector::new(p, k, s, seed)?),
         ProjectorKind::Factored { .. } | ProjectorKind::FactoredSmall => {
             return Err(Error::UnsupportedProjector {
-                projector: kind,
+                projector: kind.to_string(),
                 operation: "projecting flat gradients (it works on layer factors: use \
                             FactoredProjector)",
             });

@@ -7,6 +7,7 @@ use ndarray::{ArrayView1, ArrayView2, s};
 use super::records::{CheckpointInfo, Fingerprint, first_nonfinite};
 use super::{Run, npy};
 use crate::error::{Error, Result, invalid, shape_err};
+use crate::kernel::Weighting;
 
 impl Run {
     /// Records a checkpoint whose features are imported rather than computed here
@@ -37,7 +38,8 @@ impl Run {
 
     /// Stores block `b` of a declared checkpoint from precomputed features (rows of the block
     /// × feature dimension) and Q (one per row), computing its Gram partial under the run's
-    /// weighting (imports carry no curvature: Gauss-Newton is [`Error::NoCurvature`]). A block already
+    /// weighting (imports carry no curvature: Gauss-Newton is
+    /// [`Error::ImportedWithoutCurvature`]). A block already
     /// on disk is never overwritten ([`Error::RunMismatch`]); skip it with
     /// [`Run::blocks_done`] to resume an import.
     pub fn import_block(
@@ -48,6 +50,7 @@ impl Run {
         q: ArrayView1<'_, f32>,
     ) -> Result<()> {
         let info = self.checkpoint_info(checkpoint)?;
+        self.check_importable(checkpoint)?;
         if b >= self.num_blocks() {
             return Err(Error::OutOfRange {
                 what: "block",
@@ -95,6 +98,7 @@ impl Run {
     /// and Q (n, float32), e.g. written by `numpy.save`. Resumes an interrupted import (blocks
     /// on disk are kept once one of them is checked against the file).
     pub fn import_npy(&self, checkpoint: u64, features: &Path, q: &Path) -> Result<()> {
+        self.check_importable(checkpoint)?;
         let phi = npy::read_f32_2d(features)?;
         let q = npy::read_f32_1d(q)?;
         if phi.nrows() != self.meta.n || q.len() != self.meta.n {
@@ -128,5 +132,14 @@ impl Run {
             self.import_block(checkpoint, b, phi.slice(s![r.clone(), ..]), q.slice(s![r]))?;
         }
         Ok(())
+    }
+
+    /// [`Error::ImportedWithoutCurvature`] under the Gauss-Newton weighting: an imported
+    /// checkpoint has no curvature for its Gram partials.
+    pub(super) fn check_importable(&self, checkpoint: u64) -> Result<()> {
+        match self.trak.weighting() {
+            Weighting::GaussNewton => Err(Error::ImportedWithoutCurvature { checkpoint }),
+            _ => Ok(()),
+        }
     }
 }

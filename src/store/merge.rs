@@ -7,7 +7,9 @@ use ndarray::{Array1, Array2, ArrayView1, s};
 
 use super::Run;
 use super::fsio::{read_bytes, remove_temps, write_atomic};
-use super::records::{FeatureBuf, MERGED_GRAM, MergedHeader, packed_len, unpack_upper};
+use super::records::{
+    FeatureBuf, Fingerprint, MERGED_GRAM, MergedHeader, packed_len, unpack_upper,
+};
 use crate::attribute::{StoredCheckpoint, TrainFeatures};
 use crate::error::{Error, Result};
 use crate::kernel::Weighting;
@@ -58,8 +60,13 @@ impl Run {
         Ok(ids)
     }
 
-    /// [`Error::Incomplete`] unless every block of the checkpoint is on disk.
+    /// [`Error::Incomplete`] unless every block of the checkpoint is on disk;
+    /// [`Error::ImportedWithoutCurvature`] for an imported checkpoint under Gauss-Newton,
+    /// whose partials can never be computed.
     fn check_complete(&self, id: u64) -> Result<()> {
+        if let Fingerprint::Declared(_) = self.checkpoint_info(id)?.fingerprint {
+            self.check_importable(id)?;
+        }
         let nb = self.num_blocks();
         let done: BTreeSet<usize> = self.blocks_done(id)?.into_iter().collect();
         let missing: Vec<usize> = (0..nb).filter(|b| !done.contains(b)).collect();

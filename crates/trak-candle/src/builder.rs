@@ -233,16 +233,20 @@ where
     }
 }
 
-/// Whether row 0 of two tensors agrees to 1e-4 relative (candle's batched kernels round
-/// differently from its small-batch ones, so bit equality is not expected).
+/// The batch-independence check's tolerance, relative to the row's largest magnitude
+/// (candle's batched kernels round differently from its small-batch ones, so bit equality is
+/// not expected).
+const BATCH_TOLERANCE: f32 = 1e-4;
+
+/// Whether row 0 of two tensors agrees to [`BATCH_TOLERANCE`] (the comparison of
+/// [`trak::model::batch_check`]).
 fn same_first_row(a: &Tensor, b: &Tensor) -> trak::Result<bool> {
     let row = |t: &Tensor| t.narrow(0, 0, 1).and_then(|r| to_vec(&r));
     let (a, b) = (
         row(a).ctx("reading the check")?,
         row(b).ctx("reading the check")?,
     );
-    let scale = a.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-6);
-    Ok(a.len() == b.len() && a.iter().zip(&b).all(|(x, y)| (x - y).abs() <= 1e-4 * scale))
+    Ok(trak::model::batch_check::first_disagreement(&a, &b, BATCH_TOLERANCE).is_none())
 }
 
 /// Variables of the fallback: f32, non-empty, distinct; their fingerprint.
