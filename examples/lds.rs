@@ -25,12 +25,7 @@ use trak_demo::pictures::lds_pictures;
 use trak_demo::protocol::{self, BenchConfig, LdsRow};
 
 fn ridge_name(r: &Option<Ridge>) -> String {
-    match r {
-        Some(Ridge::MeanSquaredNorm(c)) => format!("{c}·tr/n"),
-        Some(Ridge::Relative(c)) => format!("{c:e}·tr/k"),
-        Some(Ridge::Absolute(l)) => format!("{l:e}"),
-        None => "-".into(),
-    }
+    r.as_ref().map_or("-".into(), protocol::ridge_name)
 }
 
 /// The ridge rules of `--sweep`: λ = 0, eleven multiples of tr/k and five of tr/n.

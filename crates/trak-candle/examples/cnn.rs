@@ -45,14 +45,21 @@ fn main() -> trak::Result<()> {
         acc.join(" ")
     );
     eprintln!("[cnn] total {:.1} s", t0.elapsed().as_secs_f64());
-    if let Some(scores) = &out.scores {
+    if let Some(kept) = &out.scores {
         let dir = if args.flag("--update-docs") {
             PathBuf::from("docs/img")
         } else {
             PathBuf::from("target/cnn-pictures")
         };
         let (_, _, train, targets) = trak_demo::protocol::split(&cfg.bench)?;
-        let img = trak_demo::pictures::proponents_opponents(scores, &train, &targets, 6, 6);
+        let title = kept.describe();
+        let img = trak_demo::pictures::proponents_opponents(
+            &kept.scores,
+            &train,
+            &targets,
+            (6, 6),
+            &title,
+        )?;
         std::fs::create_dir_all(&dir).map_err(|source| trak::Error::Io {
             path: dir.clone(),
             source,

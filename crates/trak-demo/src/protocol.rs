@@ -138,6 +138,15 @@ pub fn weighting_method(w: Weighting) -> &'static str {
     }
 }
 
+/// A ridge rule as the tables write it: `2·tr/n`, `1e-2·tr/k`, or λ itself.
+pub fn ridge_name(r: &Ridge) -> String {
+    match r {
+        Ridge::MeanSquaredNorm(c) => format!("{c}·tr/n"),
+        Ridge::Relative(c) => format!("{c:e}·tr/k"),
+        Ridge::Absolute(l) => format!("{l:e}"),
+    }
+}
+
 /// One LDS measurement.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LdsRow {
@@ -172,14 +181,21 @@ impl LdsRow {
 }
 
 /// TRAK scores of one family kept for inspection (pictures): the configuration with the
-/// largest M, k = 2048 (or the largest k below it) and the first ridge rule.
+/// largest M, k = 2048 (or the largest k below it) and the first ridge rule, under the
+/// library's default kernel weighting when the run measured it, else plain TRAK.
 pub struct Snapshot {
     /// Model family.
     pub family: Family,
+    /// The method, as the LDS rows name it (`trak`, `trak-q`, …).
+    pub method: &'static str,
     /// Projection dimension.
     pub k: usize,
     /// Ensemble size.
     pub m: usize,
+    /// The ridge rule.
+    pub ridge: Ridge,
+    /// The LDS of these scores (mean over the targets).
+    pub lds: f64,
     /// n_train × n_targets scores.
     pub scores: Scores,
     /// The ground truth they were evaluated against.
@@ -387,7 +403,8 @@ impl<'a> Fam<'a> {
                 for &w in &cfg.weightings {
                     let fw = fk.with_weighting(w);
                     let method = weighting_method(w);
-                    rows.extend(self.weighted_rows(&fw, &psi_k, k, ridge, method)?);
+                    let what = (method, ri == 0);
+                    rows.extend(self.weighted_rows(&fw, &psi_k, k, ridge, what)?);
                 }
             }
             rows.extend(self.baseline_rows(&fk, &psi_k, k)?);
@@ -407,9 +424,6 @@ impl<'a> Fam<'a> {
         let cfg = self.cfg;
         cfg.log(format!("{}: k = {k}, {ridge:?}", self.family.name()));
         let index = finalize_or_singular(&fk.with_ridge(ridge)?)?;
-        let k_snap = cfg.proj_dims.iter().copied().filter(|&k| k <= 2048).max();
-        let k_snap = k_snap.unwrap_or(*cfg.proj_dims.iter().max().expect("non-empty"));
-        let m_max = *cfg.ensembles.iter().max().expect("checked non-empty");
         let mut rows = Vec::new();
         for &m in &cfg.ensembles {
             let Some(index) = &index else {
@@ -420,23 +434,50 @@ impl<'a> Fam<'a> {
                 (0..m).map(|i| (i as u64, psi_k[i].view())).collect();
             let scores = index.score_features(&t)?;
             let v = self.lds(&scores)?;
-            if k == k_snap && m == m_max && first_ridge {
-                let truth = GroundTruth {
-                    masks: self.truth.masks.clone(),
-                    margins: self.truth.margins.clone(),
-                };
-                let family = self.family;
-                *self.snapshot.borrow_mut() = Some(Snapshot {
-                    family,
-                    k,
-                    m,
-                    scores,
-                    truth,
-                });
+            if first_ridge {
+                self.keep("trak", (k, m, ridge), scores, v);
             }
             rows.push(self.row("trak", k, m, Some(ridge), Some(v)));
         }
         Ok(rows)
+    }
+
+    /// Keeps the scores of `method` at (k, M, ridge) as the family's snapshot when k is 2048
+    /// (or the largest k below it), M the largest M, and the method is plain TRAK or the library's default weighting
+    /// (which replaces plain TRAK).
+    fn keep(
+        &self,
+        method: &'static str,
+        (k, m, ridge): (usize, usize, Ridge),
+        scores: Scores,
+        lds: f64,
+    ) {
+        let cfg = self.cfg;
+        let k_snap = cfg.proj_dims.iter().copied().filter(|&k| k <= 2048).max();
+        let k_snap = k_snap.unwrap_or(*cfg.proj_dims.iter().max().expect("non-empty"));
+        let m_max = *cfg.ensembles.iter().max().expect("checked non-empty");
+        let default = weighting_method(Weighting::default());
+        if (k, m) != (k_snap, m_max) || (method != "trak" && method != default) {
+            return;
+        }
+        let mut kept = self.snapshot.borrow_mut();
+        if kept.as_ref().is_none_or(|old| old.method != default) {
+            let truth = GroundTruth {
+                masks: self.truth.masks.clone(),
+                margins: self.truth.margins.clone(),
+            };
+            let family = self.family;
+            *kept = Some(Snapshot {
+                family,
+                method,
+                k,
+                m,
+                ridge,
+                lds,
+                scores,
+                truth,
+            });
+        }
     }
 
     /// TRAK under a kernel weighting at dimension `k` and one ridge rule, for every M.
@@ -446,30 +487,39 @@ impl<'a> Fam<'a> {
         psi_k: &[Array2<f32>],
         k: usize,
         ridge: Ridge,
-        method: &str,
+        (method, first_ridge): (&'static str, bool),
     ) -> Result<Vec<LdsRow>> {
         let index = finalize_or_singular(&fw.with_ridge(ridge)?)?;
         let mut rows = Vec::new();
         for &m in &self.cfg.ensembles {
-            let value = self.lds_of(index.as_ref(), psi_k, m)?;
+            let value = match self.scores_of(index.as_ref(), psi_k, m)? {
+                None => None,
+                Some(scores) => {
+                    let v = self.lds(&scores)?;
+                    if first_ridge {
+                        self.keep(method, (k, m, ridge), scores, v);
+                    }
+                    Some(v)
+                }
+            };
             rows.push(self.row(method, k, m, Some(ridge), value));
         }
         Ok(rows)
     }
 
     /// LDS of the first `m` checkpoints' scores under `index` (`None` if singular).
-    fn lds_of(
+    fn scores_of(
         &self,
         index: Option<&trak::TrakIndex>,
         psis: &[Array2<f32>],
         m: usize,
-    ) -> Result<Option<f64>> {
+    ) -> Result<Option<Scores>> {
         let Some(index) = index else {
             return Ok(None);
         };
         let t: Vec<(u64, ArrayView2<'_, f32>)> =
             (0..m).map(|i| (i as u64, psis[i].view())).collect();
-        Ok(Some(self.lds(&index.score_features(&t)?)?))
+        Ok(Some(index.score_features(&t)?))
     }
 
     /// grad-dot, grad-cos and random at dimension `k`, for every M.
@@ -513,7 +563,8 @@ impl<'a> Fam<'a> {
             ));
             let index = finalize_or_singular(&feats)?;
             for &m in &cfg.ensembles {
-                let v = self.lds_of(index.as_ref(), &psis, m)?;
+                let scores = self.scores_of(index.as_ref(), &psis, m)?;
+                let v = scores.map(|s| self.lds(&s)).transpose()?;
                 rows.push(self.row(&method, k, m, Some(cfg.ridges[0]), v));
             }
         }

@@ -106,13 +106,47 @@ impl CnnRow {
     }
 }
 
-/// What a run measured: the rows, and the TRAK scores of the first projector at the largest
-/// k and M (for pictures).
+/// TRAK scores kept for pictures: the first projector at the largest k and M, under the
+/// library's default kernel weighting when the run measured it (else plain TRAK).
+pub struct Kept {
+    /// The method, as the rows name it.
+    pub method: &'static str,
+    /// The projector.
+    pub projector: ProjectorKind,
+    /// Projection dimension.
+    pub k: usize,
+    /// Ensemble size.
+    pub m: usize,
+    /// The scores' LDS.
+    pub lds: f64,
+    /// The scores.
+    pub scores: Scores,
+}
+
+impl Kept {
+    /// What the scores are, for a picture's title.
+    pub fn describe(&self) -> String {
+        let method = match self.method {
+            "trak-q" => "TRAK, Q-weighted kernel",
+            "trak-gn" => "TRAK, Gauss-Newton kernel",
+            _ => "TRAK, plain kernel",
+        };
+        format!(
+            "MNIST CNN, {method}, {} projector, k = {}, M = {} (LDS {:.3})",
+            projector_name(self.projector),
+            self.k,
+            self.m,
+            self.lds
+        )
+    }
+}
+
+/// What a run measured: the rows, and the TRAK scores kept for pictures.
 pub struct CnnOutput {
     /// All rows.
     pub rows: Vec<CnnRow>,
     /// TRAK scores kept for pictures.
-    pub scores: Option<Scores>,
+    pub scores: Option<Kept>,
     /// Test accuracy of each checkpoint on the targets.
     pub accuracy: Vec<f64>,
 }
@@ -175,7 +209,7 @@ fn projector_rows(
     train: &[Sample],
     targets: &[Sample],
     truth: &GroundTruth,
-) -> Result<(Vec<CnnRow>, Option<Scores>)> {
+) -> Result<(Vec<CnnRow>, Option<Kept>)> {
     let t0 = std::time::Instant::now();
     // Gauss-Newton rows need the curvature, recorded while featurising.
     let gn = b.weightings.contains(&Weighting::GaussNewton);
@@ -218,15 +252,29 @@ fn projector_rows(
         let t: Vec<(u64, ArrayView2<'_, f32>)> =
             (0..m).map(|i| (i as u64, psis[i].view())).collect();
         let scores = index.score_features(&t)?;
-        rows.push(row("trak", m, value(&scores)?));
-        for (method, wi) in &weighted {
-            rows.push(row(method, m, value(&wi.score_features(&t)?)?));
+        let lds = value(&scores)?;
+        rows.push(row("trak", m, lds));
+        let keep = |method, lds, scores| Kept {
+            method,
+            projector: kind,
+            k,
+            m,
+            lds,
+            scores,
+        };
+        kept = Some(keep("trak", lds, scores));
+        for &(method, ref wi) in &weighted {
+            let scores = wi.score_features(&t)?;
+            let lds = value(&scores)?;
+            rows.push(row(method, m, lds));
+            if method == weighting_method(Weighting::default()) {
+                kept = Some(keep(method, lds, scores));
+            }
         }
         let seed = b.seed ^ ((k as u64) << 32) ^ m as u64;
         for (method, s) in baseline_scores(&feats, &psis, m, seed)? {
             rows.push(row(method, m, value(&s)?));
         }
-        kept = Some(scores);
     }
     Ok((rows, kept))
 }
