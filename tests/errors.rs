@@ -850,8 +850,12 @@ fn gauss_newton_on_imported_features_names_the_missing_curvature() {
     let gn = Run::open(dir.path().join("run"))
         .unwrap()
         .with_weighting(trak::Weighting::GaussNewton);
+    let psi = ndarray::Array2::<f32>::zeros((2, 8));
     let errs = [
         gn.merge(MergeOptions::default()).unwrap_err(),
+        gn.score_features("t", &[(3, psi.view())], Default::default())
+            .unwrap_err(),
+        gn.train_features().unwrap_err(),
         gn.import_npy(3, &fp, &qp).unwrap_err(),
         gn.import_block(
             3,

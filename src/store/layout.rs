@@ -73,12 +73,12 @@ impl Run {
         for entry in fs::read_dir(&self.dir).map_err(|e| io_err(&self.dir, e))? {
             let entry = entry.map_err(|e| io_err(&self.dir, e))?;
             let name = entry.file_name();
-            if let Some(id) = name
+            let id = name
                 .to_str()
                 .and_then(|n| n.strip_prefix("ckpt-"))
-                .and_then(|n| n.parse::<u64>().ok())
-                && self.ckpt_meta_path(id).exists()
-            {
+                .and_then(|n| n.parse::<u64>().ok());
+            // (no let chain: they need Rust 1.88, the crate's MSRV is 1.85)
+            if let Some(id) = id.filter(|&id| self.ckpt_meta_path(id).exists()) {
                 ids.push(id);
             }
         }

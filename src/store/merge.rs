@@ -136,6 +136,11 @@ impl Run {
         let path = self.merged_path(checkpoint, weighting);
         let plain = weighting == Weighting::None;
         if !path.exists() {
+            if let (Fingerprint::Declared(_), Weighting::GaussNewton) =
+                (info.fingerprint, weighting)
+            {
+                return Err(Error::ImportedWithoutCurvature { checkpoint });
+            }
             let what = if plain {
                 format!("checkpoint {checkpoint} is not merged (call Run::merge)")
             } else {

@@ -38,13 +38,12 @@ impl Run {
         let mut names = Vec::new();
         for entry in fs::read_dir(&self.dir).map_err(|e| io_err(&self.dir, e))? {
             let entry = entry.map_err(|e| io_err(&self.dir, e))?;
-            if let Some(n) = entry
-                .file_name()
+            let file_name = entry.file_name();
+            let name = file_name
                 .to_str()
                 .and_then(|n| n.strip_prefix("targets-"))
-                && check_name(n).is_ok()
-                && self.target_meta_path(n).exists()
-            {
+                .filter(|n| check_name(n).is_ok() && self.target_meta_path(n).exists());
+            if let Some(n) = name {
                 names.push(n.to_string());
             }
         }
