@@ -366,7 +366,7 @@ pub enum Error {
          examples are batched (see trak::model::batch_check)"
     )]
     BatchDependent {
-        /// What differs: "output gradient", "Q", or "layer <l> activations" / "layer <l>
+        /// What differs: "output gradient", "Q", or "layer 1 activations" / "layer 1
         /// output gradients" for a factored model.
         what: String,
         /// Index of the example in the set being featurised (in the batch given to

@@ -86,7 +86,7 @@ pub const DEFAULT_EXPANSION: usize = 32;
 /// Examples per parallel task (any value gives the same features).
 const EXAMPLES_PER_TASK: usize = 8;
 
-/// [`Error::InvalidParameter`](crate::Error::InvalidParameter) naming the expansion unless it
+/// [`Error::InvalidParameter`] naming the expansion unless it
 /// is ≥ 2: an intermediate no larger than the layer's share has nothing to sketch.
 pub fn check_expansion(expansion: usize) -> Result<()> {
     if expansion < 2 {
