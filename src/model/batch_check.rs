@@ -40,7 +40,8 @@ pub fn first_disagreement(alone: &[f32], in_batch: &[f32], tolerance: f32) -> Op
 /// naming the example (its index in `batch`), what differs and both values.
 ///
 /// Cost: the batch once and two single-example calls, each through the gradients and, for a
-/// factored model, the factors; memory: `batch.len()` gradient rows.
+/// factored model, the factors; memory: `batch.len()` gradient rows. A batch of fewer than
+/// two examples has nothing to compare and passes.
 pub fn check_batch_independence<M: Model>(
     model: &M,
     batch: &[M::Example],
