@@ -384,8 +384,9 @@ pub enum Error {
         tolerance: f32,
     },
 
-    /// A deep-learning framework that a model adapter drives (candle, through the
-    /// `trak-candle` crate) reported an error. The framework's own error is the source.
+    /// A framework that the caller drives reported an error: a deep-learning framework
+    /// through a model adapter (candle, through the `trak-candle` crate), or the plotting
+    /// library of the workspace's demo pictures. The framework's own error is the source.
     #[error("{framework} error while {context}: {source}")]
     Framework {
         /// The framework, e.g. "candle".
