@@ -284,20 +284,12 @@ const MNIST_FORMAT: &str = "gzip-compressed MNIST CSV file";
 /// A gzip decoder over `reader`, after checking that the stream starts with the gzip magic
 /// bytes 1f 8b ([`Error::WrongFormat`] otherwise, showing the bytes found).
 fn gzip_stream<R: std::io::Read>(mut reader: R, name: &Path) -> Result<impl std::io::Read> {
-    let mut head = [0u8; 4];
-    let mut got = 0;
-    while got < head.len() {
-        match reader.read(&mut head[got..]) {
-            Ok(0) => break,
-            Ok(n) => got += n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(source) => {
-                let path = name.to_path_buf();
-                return Err(Error::Io { path, source });
-            }
-        }
-    }
-    let head = &head[..got];
+    let mut head = Vec::with_capacity(4);
+    let mut start = std::io::Read::take(&mut reader, 4);
+    std::io::Read::read_to_end(&mut start, &mut head).map_err(|source| {
+        let path = name.to_path_buf();
+        Error::Io { path, source }
+    })?;
     if !head.starts_with(&[0x1f, 0x8b]) {
         let shown: Vec<String> = head.iter().map(|b| format!("{b:02x}")).collect();
         let reason = match head.is_empty() {
@@ -313,7 +305,7 @@ fn gzip_stream<R: std::io::Read>(mut reader: R, name: &Path) -> Result<impl std:
             reason,
         });
     }
-    let whole = std::io::Read::chain(std::io::Cursor::new(head.to_vec()), reader);
+    let whole = std::io::Read::chain(std::io::Cursor::new(head), reader);
     Ok(flate2::read::GzDecoder::new(whole))
 }
 

@@ -11,7 +11,7 @@
 
 use std::cmp::Ordering;
 
-use ndarray::{Array1, Array2, ArrayViewMut2, s};
+use ndarray::{Array1, Array2, ArrayViewMut1, ArrayViewMut2, s};
 
 use crate::error::{Error, Result};
 use crate::model::{FactoredModel, LayerFactors, Model};
@@ -55,10 +55,10 @@ pub fn check_batch_independence<M: Model>(
         0,
         Through::Gradients(grads.view_mut()),
     )?;
-    if let Some(fm) = model.factored() {
-        check(model, batch, tolerance, 0, Through::Factors(fm))?;
+    match (model.factored(), Diff::of(batch, tolerance, 0)) {
+        (Some(fm), Some(diff)) => factors(fm, batch, &diff),
+        _ => Ok(()),
     }
-    Ok(())
 }
 
 /// What the check compares besides Q: the flat gradients (computed into a buffer of at least
@@ -76,25 +76,19 @@ pub(crate) fn check<M: Model>(
     first: usize,
     through: Through<'_, M::Example>,
 ) -> Result<()> {
-    if batch.len() < 2 {
+    let Some(diff) = Diff::of(batch, tolerance, first) else {
         return Ok(());
-    }
-    let probes = [0, batch.len() - 1];
-    let diff = Diff {
-        tolerance,
-        first,
-        batch: batch.len(),
     };
     let mut q = Array1::zeros(batch.len());
     model.output_q(batch, q.view_mut())?;
-    for &b in &probes {
-        let mut q1 = Array1::zeros(1);
-        model.output_q(&batch[b..=b], q1.view_mut())?;
-        diff.compare(b, "Q".into(), &q1.to_vec(), &[q[b]])?;
+    for b in diff.probes() {
+        let mut q1 = [0f32];
+        model.output_q(&batch[b..=b], ArrayViewMut1::from(&mut q1[..]))?;
+        diff.compare(b, "Q".into(), &q1, &[q[b]])?;
     }
     match through {
-        Through::Gradients(buf) => gradients(model, batch, &probes, buf, &diff),
-        Through::Factors(fm) => factors(fm, batch, &probes, &diff),
+        Through::Gradients(buf) => gradients(model, batch, buf, &diff),
+        Through::Factors(fm) => factors(fm, batch, &diff),
     }
 }
 
@@ -102,25 +96,28 @@ pub(crate) fn check<M: Model>(
 fn gradients<M: Model>(
     model: &M,
     batch: &[M::Example],
-    probes: &[usize],
     mut buf: ArrayViewMut2<'_, f32>,
     diff: &Diff,
 ) -> Result<()> {
     let mut grads = buf.slice_mut(s![..batch.len(), ..]);
     model.output_grads(batch, grads.view_mut())?;
-    let mut one = Array2::zeros((1, model.num_params()));
-    for &b in probes {
-        model.output_grads(&batch[b..=b], one.view_mut())?;
-        let row = grads.row(b).to_vec();
-        diff.compare(b, "output gradient".into(), &one.row(0).to_vec(), &row)?;
+    let mut one = vec![0f32; model.num_params()];
+    for b in diff.probes() {
+        let view = ArrayViewMut2::from_shape((1, one.len()), &mut one[..]).expect("1 × p");
+        model.output_grads(&batch[b..=b], view)?;
+        let row = grads.row(b);
+        let row = row
+            .as_slice()
+            .expect("rows of a row-major buffer are contiguous");
+        diff.compare(b, "output gradient".into(), &one, row)?;
     }
     Ok(())
 }
 
 /// The layer factors of the probes, alone and inside the batch.
-fn factors<E>(fm: &dyn FactoredModel<E>, batch: &[E], probes: &[usize], diff: &Diff) -> Result<()> {
+fn factors<E>(fm: &dyn FactoredModel<E>, batch: &[E], diff: &Diff) -> Result<()> {
     let all = fm.layer_factors(batch)?;
-    for &b in probes {
+    for b in diff.probes() {
         let alone = fm.layer_factors(&batch[b..=b])?;
         for (layer, (f1, fb)) in alone.iter().zip(&all).enumerate() {
             for (what, one, many) in [
@@ -151,6 +148,21 @@ struct Diff {
 }
 
 impl Diff {
+    /// The check's setting for `batch` (example `first` of the caller's set); `None` for a
+    /// batch of fewer than two examples, which has nothing to compare.
+    fn of<E>(batch: &[E], tolerance: f32, first: usize) -> Option<Diff> {
+        (batch.len() >= 2).then_some(Diff {
+            tolerance,
+            first,
+            batch: batch.len(),
+        })
+    }
+
+    /// The probed examples: the batch's first and last.
+    fn probes(&self) -> [usize; 2] {
+        [0, self.batch - 1]
+    }
+
     fn compare(&self, b: usize, what: String, alone: &[f32], in_batch: &[f32]) -> Result<()> {
         match first_disagreement(alone, in_batch, self.tolerance) {
             None => Ok(()),

@@ -82,12 +82,7 @@ pub fn describe(snap: &Snapshot) -> String {
         crate::family::Family::LogReg => "MNIST logistic regression (784-10)",
         crate::family::Family::Mlp => "MNIST MLP (784-128-10)",
     };
-    let method = match snap.method {
-        "trak" => "TRAK, plain kernel",
-        "trak-q" => "TRAK, Q-weighted kernel",
-        "trak-gn" => "TRAK, Gauss-Newton kernel",
-        other => other,
-    };
+    let method = protocol::method_title(snap.method);
     format!("{family}, {method}, k = {}, M = {}", snap.k, snap.m)
 }
 

@@ -138,6 +138,16 @@ pub fn weighting_method(w: Weighting) -> &'static str {
     }
 }
 
+/// A method as a picture's title writes it: "TRAK, Q-weighted kernel" for `trak-q`, …
+pub fn method_title(method: &str) -> &str {
+    match method {
+        "trak" => "TRAK, plain kernel",
+        "trak-q" => "TRAK, Q-weighted kernel",
+        "trak-gn" => "TRAK, Gauss-Newton kernel",
+        other => other,
+    }
+}
+
 /// A ridge rule as the tables write it: `2·tr/n`, `1e-2·tr/k`, or λ itself.
 pub fn ridge_name(r: &Ridge) -> String {
     match r {

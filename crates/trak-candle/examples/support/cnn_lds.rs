@@ -126,11 +126,7 @@ pub struct Kept {
 impl Kept {
     /// What the scores are, for a picture's title.
     pub fn describe(&self) -> String {
-        let method = match self.method {
-            "trak-q" => "TRAK, Q-weighted kernel",
-            "trak-gn" => "TRAK, Gauss-Newton kernel",
-            _ => "TRAK, plain kernel",
-        };
+        let method = trak_demo::protocol::method_title(self.method);
         format!(
             "MNIST CNN, {method}, {} projector, k = {}, M = {} (LDS {:.3})",
             projector_name(self.projector),
