@@ -78,19 +78,8 @@ fn config(args: &Args) -> trak::Result<BenchConfig> {
     if let Some(k) = args.proj_dims()? {
         cfg.proj_dims = k;
     }
-    if let Some(list) = args.value("--ensembles") {
-        cfg.ensembles = list
-            .split(',')
-            .map(|v| {
-                v.parse().ok().filter(|&m: &usize| m >= 1).ok_or_else(|| {
-                    trak::Error::InvalidParameter {
-                        parameter: "--ensembles",
-                        value: v.into(),
-                        expected: "comma-separated checkpoint counts ≥ 1".into(),
-                    }
-                })
-            })
-            .collect::<trak::Result<_>>()?;
+    if let Some(m) = args.ensembles()? {
+        cfg.ensembles = m;
     }
     if args.flag("--no-cache") {
         cfg.cache_dir = None;

@@ -326,6 +326,28 @@ pub enum Error {
     )]
     NoCurvature,
 
+    /// Metagradients need Hessian-vector products of the training loss in the model's raw
+    /// outputs, and the output function does not give them (its `OutputFn::loss_hvp` is the
+    /// default).
+    #[error(
+        "metagradients need the training loss's Hessian-vector products in the raw outputs; \
+         this output function does not give them (implement OutputFn::loss_hvp)"
+    )]
+    NoLossHessian,
+
+    /// Replaying a segment of the training run (metagradients recompute the states between
+    /// stored checkpoints) did not reproduce the next checkpoint bit for bit: the model's
+    /// weighted loss gradient is not a deterministic function of its parameters and batch,
+    /// which exact metagradients need.
+    #[error(
+        "training step {step} gave different parameters when replayed: the model's weighted \
+         loss gradient is not deterministic, which metagradients need"
+    )]
+    NotReplayable {
+        /// The step (0-based, over all epochs) whose replay differed.
+        step: usize,
+    },
+
     /// The Gauss-Newton weighting was asked of a store checkpoint whose features were
     /// imported ([`crate::Run::import_npy`], [`crate::Run::import_block`]): imported
     /// features and Q carry no curvature, so its weighted Gram matrix cannot be computed.

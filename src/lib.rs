@@ -79,6 +79,7 @@ pub mod data;
 pub mod error;
 pub mod eval;
 pub mod kernel;
+pub mod metagrad;
 pub mod model;
 pub mod models;
 pub mod output;

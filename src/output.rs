@@ -71,6 +71,15 @@ pub trait OutputFn: Send + Sync {
         let _ = (z, target);
         None
     }
+
+    /// Hessian-vector products of the training loss in z: for each direction `v` (the rows
+    /// of `vs`, each `z.len()` long), writes ∇²_z L · v into the same row of `hv`. Returns
+    /// `false` (the default) when the output function does not know its loss Hessian;
+    /// metagradients ([`crate::metagrad`]) then refuse the model.
+    fn loss_hvp(&self, z: &[f32], target: &Target, vs: &[f32], hv: &mut [f32]) -> bool {
+        let _ = (z, target, vs, hv);
+        false
+    }
 }
 
 /// σ(x) = 1 / (1 + e^{−x}), stable for large |x|.
@@ -171,6 +180,24 @@ impl OutputFn for Margin {
         let (f, _, _) = Self::parts(z, class_of(target));
         Some((sigmoid(f) * sigmoid(-f)) as f32)
     }
+
+    /// Cross-entropy's Hessian in z is diag(p) − p pᵀ (p = softmax(z)): ∇²L·v = p ⊙ (v − p·v).
+    fn loss_hvp(&self, z: &[f32], _: &Target, vs: &[f32], hv: &mut [f32]) -> bool {
+        let m = z
+            .iter()
+            .map(|&v| v as f64)
+            .fold(f64::NEG_INFINITY, f64::max);
+        let e: Vec<f64> = z.iter().map(|&v| (v as f64 - m).exp()).collect();
+        let s: f64 = e.iter().sum();
+        let p: Vec<f64> = e.iter().map(|e| e / s).collect();
+        for (v, out) in vs.chunks_exact(z.len()).zip(hv.chunks_exact_mut(z.len())) {
+            let pv: f64 = p.iter().zip(v).map(|(p, &v)| p * v as f64).sum();
+            for ((o, &p), &v) in out.iter_mut().zip(&p).zip(v) {
+                *o = (p * (v as f64 - pv)) as f32;
+            }
+        }
+        true
+    }
 }
 
 /// Binary logistic output: one logit z, f = s·z with s = +1 for class 1 and −1 for class 0,
@@ -219,6 +246,16 @@ impl OutputFn for Logistic {
         let f = sign_of(target) * z[0] as f64;
         Some((sigmoid(f) * sigmoid(-f)) as f32)
     }
+
+    /// L = log(1 + e^{−sz}) has ∂²L/∂z² = σ(f)σ(−f) (s² = 1).
+    fn loss_hvp(&self, z: &[f32], target: &Target, vs: &[f32], hv: &mut [f32]) -> bool {
+        let f = sign_of(target) * z[0] as f64;
+        let r = sigmoid(f) * sigmoid(-f);
+        for (o, &v) in hv.iter_mut().zip(vs) {
+            *o = (r * v as f64) as f32;
+        }
+        true
+    }
 }
 
 /// Regression output: f = z (one prediction), trained with ½ (z − y)²; Q = y − z.
@@ -262,6 +299,12 @@ impl OutputFn for Regression {
 
     fn curvature(&self, _: &[f32], _: &Target) -> Option<f32> {
         Some(1.0)
+    }
+
+    /// ½ (z − y)² has Hessian 1.
+    fn loss_hvp(&self, _: &[f32], _: &Target, vs: &[f32], hv: &mut [f32]) -> bool {
+        hv.copy_from_slice(vs);
+        true
     }
 }
 

@@ -54,7 +54,7 @@ pub(crate) fn in_flight(
 }
 
 /// RAM + swap in bytes, from `/proc/meminfo` (Linux); `None` where it cannot be read.
-fn machine_memory() -> Option<usize> {
+pub(crate) fn machine_memory() -> Option<usize> {
     static MEM: OnceLock<Option<usize>> = OnceLock::new();
     *MEM.get_or_init(|| {
         let info = std::fs::read_to_string("/proc/meminfo").ok()?;

@@ -13,6 +13,9 @@ use crate::error::{Error, Result, invalid, shape_err};
 use crate::model::{FactoredModel, LayerFactors, LinearLayer, Model};
 use crate::output::{Logistic, Margin, OutputFn, OutputValue, Regression};
 
+mod hvp;
+mod trainable;
+
 /// One affine layer: z = W a + b, with W of shape (out × in).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Layer {
@@ -345,6 +348,18 @@ impl<O: OutputFn> Mlp<O> {
     /// Mean training loss over `batch` and its gradient w.r.t. all parameters (documented
     /// layout), written into `grad`. Used by [`crate::models::Sgd`].
     pub fn loss_and_grad<S: Borrow<Sample>>(&self, batch: &[S], grad: &mut [f32]) -> Result<f32> {
+        self.weighted_loss_and_grad(batch, |_| 1.0, grad)
+    }
+
+    /// (1/|B|) Σ_b w_b ℓ_b over `batch` (w_b = `weight(b)`) and its gradient, written into
+    /// `grad`. A weight of 1 multiplies exactly, so all-ones weights give
+    /// [`Mlp::loss_and_grad`]'s bits.
+    pub(crate) fn weighted_loss_and_grad<S: Borrow<Sample>>(
+        &self,
+        batch: &[S],
+        weight: impl Fn(usize) -> f32,
+        grad: &mut [f32],
+    ) -> Result<f32> {
         if batch.is_empty() {
             return Err(Error::Empty("training batch"));
         }
@@ -356,13 +371,17 @@ impl<O: OutputFn> Mlp<O> {
         let inv_b = 1.0 / batch.len() as f32;
         let mut delta = Array2::zeros(z.raw_dim());
         let mut total = 0.0f64;
-        for ((z, mut d), s) in z.rows().into_iter().zip(delta.rows_mut()).zip(batch) {
+        let rows = z.rows().into_iter().zip(delta.rows_mut()).zip(batch);
+        for (b, ((z, mut d), s)) in rows.enumerate() {
             let dz = d.as_slice_mut().expect("standard layout");
             let t = &s.borrow().target;
-            total += self
+            let w = weight(b);
+            let loss = self
                 .output
-                .loss(z.as_slice().expect("standard layout"), t, dz) as f64;
-            dz.iter_mut().for_each(|v| *v *= inv_b);
+                .loss(z.as_slice().expect("standard layout"), t, dz);
+            total += w as f64 * loss as f64;
+            let scale = w * inv_b;
+            dz.iter_mut().for_each(|v| *v *= scale);
         }
         let deltas = self.backward(&fwd, delta);
         let mut off = 0;
@@ -376,10 +395,6 @@ impl<O: OutputFn> Mlp<O> {
             off += o;
         }
         Ok((total / batch.len() as f64) as f32)
-    }
-
-    pub(crate) fn layers_mut(&mut self) -> &mut [Layer] {
-        &mut self.layers
     }
 }
 

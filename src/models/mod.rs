@@ -4,7 +4,9 @@
 //! none: with no hidden layer it *is* multinomial logistic regression under [`Margin`],
 //! binary logistic regression under [`Logistic`] and linear regression under
 //! [`Regression`]). It is generic over its [`OutputFn`], which fixes both the attributed
-//! output f and the training loss. [`Sgd`] trains it with seeded minibatch SGD.
+//! output f and the training loss. [`Sgd`] trains it with seeded minibatch SGD, with optional per-example loss weights; any
+//! model that implements [`Trainable`] can be trained by it, and differentiated through
+//! training by [`crate::metagrad`].
 //!
 //! [`Margin`]: crate::output::Margin
 //! [`Logistic`]: crate::output::Logistic
@@ -12,7 +14,9 @@
 //! [`OutputFn`]: crate::output::OutputFn
 
 mod mlp;
-mod sgd;
+pub(crate) mod sgd;
+mod trainable;
 
 pub use mlp::{Layer, Mlp};
 pub use sgd::{Sgd, TrainReport};
+pub use trainable::Trainable;

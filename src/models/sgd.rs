@@ -5,15 +5,14 @@ use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-use crate::data::Sample;
-use crate::error::{Error, Result, invalid};
-use crate::models::Mlp;
-use crate::output::OutputFn;
+use crate::error::{Error, Result, invalid, shape_err};
+use crate::models::Trainable;
 
 /// Minibatch SGD, PyTorch convention: g ← ∇L + wd·θ; v ← μ v + g; θ ← θ − lr·v.
 ///
 /// Each epoch visits the data in a fresh random order drawn from `seed` (ChaCha8); the last
-/// batch of an epoch may be smaller. Training is single-threaded and deterministic: the same
+/// batch of an epoch may be smaller ([`Sgd::batches`] lists them). It trains any
+/// [`Trainable`] model, optionally with per-example loss weights ([`Sgd::fit_weighted`]). Training is single-threaded and deterministic: the same
 /// seed, model and data give bit-identical parameters on every run. Train many models at once
 /// by running several `fit` calls in parallel (e.g. with rayon).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -70,64 +69,182 @@ impl Sgd {
         Ok(())
     }
 
+    /// The minibatches of a run over `n` examples, in training order: step t trains on
+    /// `batches(n)[t]` (indices into the training set). Each epoch shuffles `0..n` afresh
+    /// (ChaCha8 from `seed`) and cuts it into batches of `batch_size`, the last one smaller
+    /// when `batch_size` does not divide n.
+    pub fn batches(&self, n: usize) -> Vec<Vec<usize>> {
+        let mut rng = ChaCha8Rng::seed_from_u64(self.seed);
+        let mut order: Vec<usize> = (0..n).collect();
+        let mut out = Vec::with_capacity(self.epochs * n.div_ceil(self.batch_size.max(1)));
+        for _ in 0..self.epochs {
+            order.shuffle(&mut rng);
+            out.extend(order.chunks(self.batch_size.max(1)).map(<[usize]>::to_vec));
+        }
+        out
+    }
+
+    /// Number of minibatches per epoch over `n` examples.
+    pub fn steps_per_epoch(&self, n: usize) -> usize {
+        n.div_ceil(self.batch_size.max(1))
+    }
+
     /// Trains `model` on `data`.
-    pub fn fit<O: OutputFn>(&self, model: &mut Mlp<O>, data: &[Sample]) -> Result<TrainReport> {
+    pub fn fit<M: Trainable>(&self, model: &mut M, data: &[M::Example]) -> Result<TrainReport> {
         self.fit_with(model, data, |_, _| {})
+    }
+
+    /// Trains `model` on `data` with per-example loss weights: each step minimises
+    /// (1/|B|) Σ_{i∈B} w_i ℓ_i + the weight decay, where |B| counts every example of the
+    /// batch (see [`Trainable`]). The minibatches are those of [`Sgd::batches`] whatever the
+    /// weights, so that:
+    /// - all-ones weights give [`Sgd::fit`]'s bits;
+    /// - w_i = 0 leaves example i out of the loss and changes nothing else (the same order,
+    ///   the same other batches): the "same seed and order" retraining of
+    ///   [`crate::metagrad`]'s validation.
+    ///
+    /// Weights must be finite (any sign).
+    pub fn fit_weighted<M: Trainable>(
+        &self,
+        model: &mut M,
+        data: &[M::Example],
+        weights: &[f32],
+    ) -> Result<TrainReport> {
+        self.fit_core(model, data, Some(weights), |_, _| {})
     }
 
     /// Trains `model` on `data`, calling `after_epoch(epoch, model)` after each epoch (e.g. to
     /// keep checkpoints along the trajectory). Fails with [`Error::Diverged`] if the loss
     /// becomes NaN or infinite.
-    pub fn fit_with<O: OutputFn>(
+    pub fn fit_with<M: Trainable>(
         &self,
-        model: &mut Mlp<O>,
-        data: &[Sample],
-        mut after_epoch: impl FnMut(usize, &Mlp<O>),
+        model: &mut M,
+        data: &[M::Example],
+        after_epoch: impl FnMut(usize, &M),
     ) -> Result<TrainReport> {
+        self.fit_core(model, data, None, after_epoch)
+    }
+
+    fn fit_core<M: Trainable>(
+        &self,
+        model: &mut M,
+        data: &[M::Example],
+        weights: Option<&[f32]>,
+        mut after_epoch: impl FnMut(usize, &M),
+    ) -> Result<TrainReport> {
+        self.prepare(model, data, weights)?;
+        let mut state = SgdState::of(model);
+        let per_epoch = self.steps_per_epoch(data.len());
+        let mut epoch_losses = Vec::with_capacity(self.epochs);
+        let mut sum = 0.0f64;
+        for (t, batch) in self.batches(data.len()).iter().enumerate() {
+            let epoch = t / per_epoch;
+            sum += self.step(model, data, weights, batch, epoch, &mut state)? as f64;
+            if (t + 1) % per_epoch == 0 {
+                epoch_losses.push((sum / per_epoch as f64) as f32);
+                sum = 0.0;
+                after_epoch(epoch, model);
+            }
+        }
+        Ok(TrainReport { epoch_losses })
+    }
+
+    /// Checks the settings, the data and the weights before the first step, so that an
+    /// error names an example by its index in `data`.
+    pub(crate) fn prepare<M: Trainable>(
+        &self,
+        model: &M,
+        data: &[M::Example],
+        weights: Option<&[f32]>,
+    ) -> Result<()> {
         self.check()?;
         if data.is_empty() {
             return Err(Error::Empty("training data"));
         }
-        // Checked here so that an error names the example's index in `data`, not in a
-        // shuffled minibatch.
-        model.check_shapes()?;
         for (i, s) in data.iter().enumerate() {
-            model.check_sample(s, i)?;
+            model.check_example(s, i)?;
         }
-        let mut rng = ChaCha8Rng::seed_from_u64(self.seed);
-        let mut order: Vec<usize> = (0..data.len()).collect();
-        let p = model.params_flat().len();
-        let mut grad = vec![0.0f32; p];
-        let mut velocity = vec![0.0f32; p];
-        let mut batch = Vec::with_capacity(self.batch_size);
-        let mut epoch_losses = Vec::with_capacity(self.epochs);
-        for epoch in 0..self.epochs {
-            order.shuffle(&mut rng);
-            let mut sum = 0.0f64;
-            let mut count = 0usize;
-            for idx in order.chunks(self.batch_size) {
-                batch.clear();
-                batch.extend(idx.iter().map(|&i| &data[i]));
-                let loss = model.loss_and_grad(&batch, &mut grad)?;
-                if !loss.is_finite() {
-                    return Err(Error::Diverged { epoch, loss });
-                }
-                sum += loss as f64;
-                count += 1;
-                let mut off = 0;
-                for layer in model.layers_mut() {
-                    for theta in layer.w.iter_mut().chain(layer.b.iter_mut()) {
-                        let g = grad[off] + self.weight_decay * *theta;
-                        let v = self.momentum * velocity[off] + g;
-                        velocity[off] = v;
-                        *theta -= self.lr * v;
-                        off += 1;
-                    }
-                }
+        if let Some(w) = weights {
+            if w.len() != data.len() {
+                return Err(shape_err("training weights", data.len(), w.len()));
             }
-            epoch_losses.push((sum / count as f64) as f32);
-            after_epoch(epoch, model);
+            if let Some(index) = w.iter().position(|v| !v.is_finite()) {
+                let what = "training weights";
+                return Err(Error::NonFiniteInput { what, index });
+            }
         }
-        Ok(TrainReport { epoch_losses })
+        Ok(())
+    }
+
+    /// One step on the examples `batch` (indices into `data`) from `state`, whose parameters
+    /// the model holds: g ← ∇L_w + wd·θ; v ← μ v + g; θ ← θ − lr·v; the model then holds the
+    /// new θ. Returns the batch loss, or [`Error::Diverged`] (naming `epoch`) if it is not
+    /// finite.
+    pub(crate) fn step<M: Trainable>(
+        &self,
+        model: &mut M,
+        data: &[M::Example],
+        weights: Option<&[f32]>,
+        batch: &[usize],
+        epoch: usize,
+        state: &mut SgdState,
+    ) -> Result<f32> {
+        let examples: Vec<&M::Example> = batch.iter().map(|&i| &data[i]).collect();
+        let w: Vec<f32> = match weights {
+            Some(w) => batch.iter().map(|&i| w[i]).collect(),
+            None => vec![1.0; batch.len()],
+        };
+        let loss = model.weighted_loss_grad(&examples, &w, &mut state.grad)?;
+        if !loss.is_finite() {
+            return Err(Error::Diverged { epoch, loss });
+        }
+        let SgdState {
+            theta,
+            velocity,
+            grad,
+        } = state;
+        for ((theta, velocity), &grad) in theta.iter_mut().zip(velocity.iter_mut()).zip(grad.iter())
+        {
+            let g = grad + self.weight_decay * *theta;
+            let v = self.momentum * *velocity + g;
+            *velocity = v;
+            *theta -= self.lr * v;
+        }
+        model.write_params(theta);
+        Ok(loss)
+    }
+}
+
+/// The optimiser's state between steps: parameters θ, velocity v, and the gradient buffer.
+#[derive(Debug, Clone)]
+pub(crate) struct SgdState {
+    /// θ, as the model holds it.
+    pub(crate) theta: Vec<f32>,
+    /// The momentum buffer v.
+    pub(crate) velocity: Vec<f32>,
+    grad: Vec<f32>,
+}
+
+impl SgdState {
+    /// The state at the start of training: the model's parameters, zero velocity.
+    pub(crate) fn of<M: Trainable>(model: &M) -> Self {
+        let p = model.param_count();
+        let mut theta = vec![0.0; p];
+        model.read_params(&mut theta);
+        Self {
+            theta,
+            velocity: vec![0.0; p],
+            grad: vec![0.0; p],
+        }
+    }
+
+    /// A state from stored parameters and velocity.
+    pub(crate) fn from_parts(theta: Vec<f32>, velocity: Vec<f32>) -> Self {
+        let grad = vec![0.0; theta.len()];
+        Self {
+            theta,
+            velocity,
+            grad,
+        }
     }
 }

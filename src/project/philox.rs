@@ -60,7 +60,7 @@ mod tests {
     fn lanes_match_the_scalar_generator() {
         let key = [0xa409_3822, 0x299f_31d0];
         let ctr: [[u32; 8]; 4] = std::array::from_fn(|w| {
-            std::array::from_fn(|l| (w as u32 * 0x9E37_79B9) ^ (l as u32 * 77 + 5))
+            std::array::from_fn(|l| (w as u32).wrapping_mul(0x9E37_79B9) ^ (l as u32 * 77 + 5))
         });
         let out = philox4x32_10_lanes(ctr, key);
         for l in 0..8 {

@@ -113,6 +113,22 @@ impl Args {
             .transpose()
     }
 
+    /// `--ensembles 1,5,20`: ensemble sizes (checkpoint or run counts, each ≥ 1).
+    pub fn ensembles(&self) -> Result<Option<Vec<usize>>> {
+        self.value("--ensembles")
+            .map(|list| {
+                list.split(',')
+                    .map(|v| {
+                        v.parse()
+                            .ok()
+                            .filter(|&m: &usize| m >= 1)
+                            .ok_or_else(|| bad("--ensembles", v, "comma-separated counts ≥ 1"))
+                    })
+                    .collect()
+            })
+            .transpose()
+    }
+
     /// `--ridges n:2,k:0.1,abs:0`: ridge rules (n: × tr/n, k: × tr/k, abs: absolute λ).
     pub fn ridges(&self) -> Result<Option<Vec<Ridge>>> {
         self.value("--ridges")

@@ -10,6 +10,7 @@
 //! - [`protocol`]: the LDS protocol ([`protocol::BenchConfig`], [`protocol::run`]).
 //! - [`truth`]: the counterfactual ground truth (subset models' margins, cached).
 //! - [`removal`]: the removal test.
+//! - [`metagrad`]: the metagradient protocol (two truths, drop fractions, TRAK beside).
 //! - [`cli`]: the options the examples share.
 //! - [`yardstick`]: the machine's GEMM rate, measured in the same run as a benchmark.
 //! - [`pictures`]: PNG scatter plots and top-proponent grids.
@@ -25,6 +26,7 @@
 
 pub mod cli;
 pub mod family;
+pub mod metagrad;
 pub mod pictures;
 pub mod protocol;
 pub mod removal;

@@ -67,6 +67,31 @@ pub fn ground_truth_with<F>(
 where
     F: Fn(&[Sample], u64) -> Result<Vec<f32>> + Sync,
 {
+    ground_truth_masked(cfg, name, settings, train, targets, |mask, seed| {
+        let subset: Vec<Sample> = mask
+            .iter()
+            .zip(train)
+            .filter(|(b, _)| **b)
+            .map(|(_, s)| s.clone())
+            .collect();
+        margins_of(&subset, seed)
+    })
+}
+
+/// [`ground_truth_with`] for a model that is told the subset by its membership mask (length
+/// n_train) instead of a copy of it: e.g. training on the whole set with weight 0 on the
+/// left-out examples. `margins_of(mask, seed)`, seed = 1,000,000 + j.
+pub fn ground_truth_masked<F>(
+    cfg: &BenchConfig,
+    name: &str,
+    settings: &str,
+    train: &[Sample],
+    targets: &[Sample],
+    margins_of: F,
+) -> Result<GroundTruth>
+where
+    F: Fn(&[bool], u64) -> Result<Vec<f32>> + Sync,
+{
     let masks = subset_masks(train.len(), cfg.alpha, cfg.subsets, cfg.seed ^ 0x5u64)?;
     let key = format!(
         "v1 family={name} {settings} n_train={} n_targets={} J={} alpha={} seed={} data=mnist_5k",
@@ -81,7 +106,7 @@ where
         return Ok(GroundTruth { masks, margins });
     }
     cfg.log(format!("{name}: training {} subset models", cfg.subsets));
-    let margins = subset_margins(&masks, train, targets.len(), margins_of)?;
+    let margins = subset_margins(&masks, targets.len(), margins_of)?;
     if let Some(p) = &path {
         save(p, &key, &margins)?;
     }
@@ -89,26 +114,15 @@ where
 }
 
 /// Margins (J × m) of models trained on each subset j (seed 1,000,000 + j).
-fn subset_margins<F>(
-    masks: &Array2<bool>,
-    train: &[Sample],
-    m: usize,
-    margins_of: F,
-) -> Result<Array2<f32>>
+fn subset_margins<F>(masks: &Array2<bool>, m: usize, margins_of: F) -> Result<Array2<f32>>
 where
-    F: Fn(&[Sample], u64) -> Result<Vec<f32>> + Sync,
+    F: Fn(&[bool], u64) -> Result<Vec<f32>> + Sync,
 {
     let rows: Vec<Vec<f32>> = (0..masks.nrows())
         .into_par_iter()
         .map(|j| {
-            let subset: Vec<Sample> = masks
-                .row(j)
-                .iter()
-                .zip(train)
-                .filter(|(b, _)| **b)
-                .map(|(_, s)| s.clone())
-                .collect();
-            let margins = margins_of(&subset, 1_000_000 + j as u64)?;
+            let mask = masks.row(j).to_vec();
+            let margins = margins_of(&mask, 1_000_000 + j as u64)?;
             if margins.len() != m {
                 let got = margins.len().to_string();
                 return Err(trak::Error::ShapeMismatch {

@@ -1,0 +1,146 @@
+//! Metagradients against retraining: the LDS of exact metagradients through the built-in
+//! trainer (MAGIC/REPLAY, `trak::metagrad`) and of TRAK, on MNIST-5k, for logistic regression
+//! and the MLP, at drop fractions 1 %, 5 % and 50 %, against the same-seed and the
+//! other-seeds truth.
+//!
+//! ```text
+//! cargo run --release --example metagrad_lds              # the protocol (smooth settings) and the cost
+//! cargo run --release --example metagrad_lds -- --quick   # seconds: 1,000 train, 20 targets, J = 40
+//! cargo run --release --example metagrad_lds -- --map     # same-seed LDS over (lr, batch, epochs)
+//! cargo run --release --example metagrad_lds -- --settings default   # the crate's Sgd::default()
+//! ```
+//! Options: `--family logreg|mlp` (repeatable), `--subsets J`, `--targets m`, `--ensembles
+//! 1,5,20`, `--no-cache`, `--no-cost`. Truth margins are cached in `target/lds-cache/`.
+//! Output lines: `METAGRAD family=… drop=… truth=… method=… M=… lds=… settings="…"`,
+//! `METAGRAD_ACCURACY …` and `METAGRAD_COST targets_per_pass=… s_per_target=…
+//! train_runs_per_target=… peak_rss_mb=…`. See docs/VALIDATION.md.
+
+use std::time::Instant;
+
+use trak_demo::cli::Args;
+use trak_demo::family::Family;
+use trak_demo::metagrad::{self, MetagradConfig, MetagradOutput, Training, Truth};
+
+fn config(args: &Args) -> trak::Result<MetagradConfig> {
+    let mut cfg = if args.flag("--quick") {
+        MetagradConfig::quick()
+    } else {
+        MetagradConfig::full()
+    };
+    cfg.subsets = args.usize_or("--subsets", cfg.subsets)?;
+    cfg.n_targets = args.usize_or("--targets", cfg.n_targets)?;
+    if let Some(m) = args.ensembles()? {
+        cfg.ensembles = m;
+    }
+    if args.flag("--no-cache") {
+        cfg.cache_dir = None;
+    }
+    let fams = args.families()?;
+    if !fams.is_empty() {
+        cfg.families = fams;
+    }
+    Ok(cfg)
+}
+
+/// `smooth` (default) or `default` (the crate's `Sgd::default()`).
+fn settings(args: &Args) -> trak::Result<fn(Family) -> Training> {
+    match args.value("--settings").unwrap_or("smooth") {
+        "smooth" => Ok(Training::smooth),
+        "default" => Ok(|_| Training::crate_default()),
+        other => Err(trak::Error::InvalidParameter {
+            parameter: "--settings",
+            value: other.into(),
+            expected: "smooth or default".into(),
+        }),
+    }
+}
+
+fn print(out: &MetagradOutput) {
+    println!(
+        "| family | settings | drop | truth | method | M | LDS |\n|---|---|---|---|---|---|---|"
+    );
+    for r in &out.rows {
+        let (f, s, t) = (r.family.name(), r.training.name(), r.truth.name());
+        println!(
+            "| {f} | {s} | {} | {t} | {} | {} | {:.3} |",
+            r.drop, r.method, r.m, r.lds
+        );
+    }
+    for r in &out.rows {
+        println!("{}", r.line());
+    }
+    for (f, t, acc) in &out.accuracy {
+        println!(
+            "METAGRAD_ACCURACY family={} accuracy={acc:.4} settings=\"{}\"",
+            f.name(),
+            t.name()
+        );
+    }
+}
+
+/// The grid of `--map`: lr × batch × epochs around the crate's defaults, same-seed truth.
+fn map(cfg: &MetagradConfig) -> trak::Result<()> {
+    let mut cfg = cfg.clone();
+    cfg.truths = vec![Truth::SameSeed];
+    cfg.ensembles = vec![1];
+    cfg.drops = vec![0.01, 0.5];
+    for lr in [0.01f32, 0.05] {
+        for batch_size in [64, 256] {
+            for epochs in [3, 10] {
+                let t = Training {
+                    lr,
+                    batch_size,
+                    epochs,
+                    ..Training::crate_default()
+                };
+                let t0 = Instant::now();
+                let out = metagrad::run(&cfg, |f| Training {
+                    weight_decay: Training::smooth(f).weight_decay,
+                    ..t
+                })?;
+                print(&out);
+                eprintln!(
+                    "[metagrad] {} in {:.1} s",
+                    t.name(),
+                    t0.elapsed().as_secs_f64()
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+fn cost(cfg: &MetagradConfig, training: fn(Family) -> Training) -> trak::Result<()> {
+    let (train, targets, _) = metagrad::split(&MetagradConfig {
+        n_targets: 64,
+        ..cfg.clone()
+    })?;
+    for &family in &cfg.families {
+        for m in [1, 16, 64] {
+            let row = metagrad::cost(family, training(family), &train, &targets[..m])?;
+            println!("{}", row.line());
+        }
+    }
+    Ok(())
+}
+
+fn main() -> trak::Result<()> {
+    let args = Args::from_env();
+    let cfg = config(&args)?;
+    let start = Instant::now();
+    if args.flag("--map") {
+        map(&cfg)?;
+    } else {
+        let training = settings(&args)?;
+        if !args.flag("--no-cost") && !args.flag("--quick") {
+            cost(&cfg, training)?;
+        }
+        print(&metagrad::run(&cfg, training)?);
+    }
+    println!(
+        "{} threads, total time {:.1} s",
+        rayon::current_num_threads(),
+        start.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
