@@ -10,7 +10,7 @@
 //! cargo run --release --example metagrad_lds -- --settings default   # the crate's Sgd::default()
 //! ```
 //! Options: `--family logreg|mlp` (repeatable), `--subsets J`, `--targets m`, `--ensembles
-//! 1,5,20`, `--no-cache`, `--no-cost`. Truth margins are cached in `target/lds-cache/`.
+//! 1,5,20`, `--no-cache`, `--no-cost` (skip the cost lines), `--cost` (only them). Truth margins are cached in `target/lds-cache/`.
 //! Output lines: `METAGRAD family=… drop=… truth=… method=… M=… lds=… settings="…"`,
 //! `METAGRAD_ACCURACY …` and `METAGRAD_COST targets_per_pass=… s_per_target=…
 //! train_runs_per_target=… peak_rss_mb=…`. See docs/VALIDATION.md.
@@ -84,6 +84,7 @@ fn map(cfg: &MetagradConfig) -> trak::Result<()> {
     cfg.truths = vec![Truth::SameSeed];
     cfg.ensembles = vec![1];
     cfg.drops = vec![0.01, 0.5];
+    cfg.k = 0;
     for lr in [0.01f32, 0.05] {
         for batch_size in [64, 256] {
             for epochs in [3, 10] {
@@ -120,6 +121,11 @@ fn cost(cfg: &MetagradConfig, training: fn(Family) -> Training) -> trak::Result<
             let row = metagrad::cost(family, training(family), &train, &targets[..m])?;
             println!("{}", row.line());
         }
+        let t = &targets[..16];
+        println!(
+            "{}",
+            metagrad::precision_line(family, training(family), &train, t)?
+        );
     }
     Ok(())
 }
@@ -135,7 +141,9 @@ fn main() -> trak::Result<()> {
         if !args.flag("--no-cost") && !args.flag("--quick") {
             cost(&cfg, training)?;
         }
-        print(&metagrad::run(&cfg, training)?);
+        if !args.flag("--cost") {
+            print(&metagrad::run(&cfg, training)?);
+        }
     }
     println!(
         "{} threads, total time {:.1} s",

@@ -31,11 +31,15 @@ pub(crate) fn plan(
     n_train: usize,
     limit: Option<usize>,
 ) -> Result<ReplayPlan> {
+    let threads = rayon::current_num_threads().min(targets.max(1));
     let adjoint = [
-        ("adjoint of θ and v (f64)", bytes(2 * targets, bytes(p, 8))),
         (
-            "HVP directions and products (f32)",
-            bytes(2 * targets, bytes(p, 4)),
+            "adjoint of θ (f64) and directions (f32)",
+            bytes(targets, bytes(p, 12)),
+        ),
+        (
+            "HVP products, per thread (f32)",
+            bytes(threads, bytes(p, 4)),
         ),
         ("metagradients (f64)", bytes(n_train, bytes(targets, 8))),
     ];
@@ -83,7 +87,7 @@ mod tests {
         let all = plan(100, p, 4, 50, Some(1 << 30)).unwrap();
         assert!(all.keeps_every_state);
         assert_eq!(all.segment, 100);
-        // Every state: 100 × 1000 × 4 = 400 kB; the adjoint 4·1000·(16 + 8) + 50·4·8 ≈ 97.6 kB.
+        // Every state: 100 × 1000 × 4 = 400 kB; the adjoint ≤ 4·1000·(12 + 4) + 50·4·8 ≈ 65.6 kB.
         let tight = plan(100, p, 4, 50, Some(300_000)).unwrap();
         assert!(!tight.keeps_every_state);
         assert_eq!(tight.segment, 14);

@@ -16,6 +16,8 @@ use crate::output::{Logistic, Margin, OutputFn, OutputValue, Regression};
 mod hvp;
 mod trainable;
 
+pub use hvp::MlpHvp;
+
 /// One affine layer: z = W a + b, with W of shape (out × in).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Layer {

@@ -17,6 +17,6 @@ mod mlp;
 pub(crate) mod sgd;
 mod trainable;
 
-pub use mlp::{Layer, Mlp};
+pub use mlp::{Layer, Mlp, MlpHvp};
 pub use sgd::{Sgd, TrainReport};
-pub use trainable::Trainable;
+pub use trainable::{BatchHvp, Trainable};

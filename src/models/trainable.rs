@@ -1,6 +1,6 @@
 //! What the built-in trainer and the metagradients need from a model.
 
-use ndarray::{ArrayView2, ArrayViewMut2};
+use ndarray::ArrayViewMut2;
 
 use crate::error::Result;
 
@@ -44,20 +44,33 @@ pub trait Trainable: Sync {
         grad: &mut [f32],
     ) -> Result<f32>;
 
-    /// For every direction v_j (row j of `dirs`, m × p) at the current parameters:
-    /// - row j of `hv` (m × p) ← ∇²_θ L_w · v_j;
-    /// - `dots[b, j]` (|B| × m) ← ∂/∂w_b (∇_θ L_w · v_j) = (1/|B|) ∇ℓ_b · v_j.
-    ///
-    /// The results must not depend on the thread count.
-    fn weighted_hvp(
-        &self,
-        batch: &[&Self::Example],
+    /// What a batch's Hessian-vector products share (for the MLP: the forward pass and the
+    /// deltas), at the current parameters, for the examples `batch` with `weights`.
+    type Hvp<'a>: BatchHvp
+    where
+        Self: 'a;
+
+    /// Prepares the Hessian-vector products of L_w over `batch` at the current parameters
+    /// ([`BatchHvp::apply`] then takes one direction at a time, from any thread).
+    fn weighted_hvp<'a>(
+        &'a self,
+        batch: &[&'a Self::Example],
         weights: &[f32],
-        dirs: ArrayView2<'_, f32>,
-        hv: ArrayViewMut2<'_, f32>,
-        dots: ArrayViewMut2<'_, f32>,
-    ) -> Result<()>;
+    ) -> Result<Self::Hvp<'a>>;
 
     /// Gradients ∇_θ f of the attributed output at each target (row j of `out`, m × p).
     fn target_grads(&self, targets: &[Self::Example], out: ArrayViewMut2<'_, f32>) -> Result<()>;
+}
+
+/// Hessian-vector products of one batch's weighted loss L_w, one direction at a time.
+pub trait BatchHvp: Sync {
+    /// For the direction `v` (length p): `hv` ← ∇²_θ L_w · v (length p), and `dots[b]` ←
+    /// ∂/∂w_b (∇_θ L_w · v) = (1/|B|) ∇ℓ_b · v (length |B|). The result must depend on `v`
+    /// and the batch only (not on the thread or on other directions), so that metagradients
+    /// are bit-identical for any thread count.
+    ///
+    /// # Panics
+    /// If a buffer's length is not the one above (a caller's bug, like an index out of
+    /// bounds).
+    fn apply(&self, v: &[f32], hv: &mut [f32], dots: &mut [f32]);
 }

@@ -21,7 +21,7 @@ use std::time::Instant;
 
 use ndarray::Array2;
 use trak::data::Sample;
-use trak::eval::lds;
+use trak::eval::{lds, random_scores};
 use trak::metagrad::{MetagradOptions, Metagradients, metagradients};
 use trak::models::{Mlp, Sgd};
 use trak::output::Margin;
@@ -135,7 +135,8 @@ pub struct MetagradConfig {
     pub truths: Vec<Truth>,
     /// Ensemble sizes M (the largest is the number of runs).
     pub ensembles: Vec<usize>,
-    /// TRAK's projection dimension.
+    /// TRAK's projection dimension (0: no TRAK and no grad-dot rows, e.g. for the settings
+    /// map).
     pub k: usize,
     /// Where to cache the truths' margins (`None`: no cache).
     pub cache_dir: Option<PathBuf>,
@@ -298,6 +299,21 @@ pub fn family_runs(
         t0.elapsed().as_secs_f64()
     ));
     let accuracy = runs[0].model.accuracy(held_out)?;
+    if cfg.k == 0 {
+        let random = (
+            "random",
+            random_scores(train.len(), targets.len(), cfg.seed),
+        );
+        let (trak, baselines) = (Vec::new(), vec![random]);
+        return Ok(FamilyRuns {
+            family,
+            training,
+            accuracy,
+            runs,
+            trak,
+            baselines,
+        });
+    }
     let trak = Trak::builder().proj_dim(cfg.k).seed(cfg.seed).build()?;
     let models: Vec<_> = runs.iter().map(|r| r.model.clone()).collect();
     let (feats, psis) = featurize_all(&trak, &models, train, targets)?;
@@ -464,7 +480,7 @@ pub struct CostRow {
     pub targets_per_pass: usize,
     /// Wall-clock seconds per target (the whole call, first pass included).
     pub s_per_target: f64,
-    /// One plain training run ([`Sgd::fit`], single-threaded as the trainer is), best of 3.
+    /// One plain training run ([`Sgd::fit`], single-threaded as the trainer is), best of 5.
     pub train_s: f64,
     /// The memory the replay plan held (trajectory + adjoint).
     pub planned_mb: f64,
@@ -512,7 +528,7 @@ pub fn cost(
     let init = Mlp::new(&family.sizes(), Margin, 0)?;
     let sgd = training.sgd(0);
     let mut train_s = f64::INFINITY;
-    for _ in 0..3 {
+    for _ in 0..5 {
         let mut m = init.clone();
         let t = Instant::now();
         sgd.fit(&mut m, train)?;
@@ -533,4 +549,37 @@ pub fn cost(
         planned_mb: out.plan.bytes as f64 / 1e6,
         peak_rss_mb: peak_rss_mb(),
     })
+}
+
+/// f32 against f64 accumulation of the adjoint on one run: the relative L1 difference of the
+/// metagradients, `METAGRAD_PRECISION family=… targets=… rel_l1_diff=… max_abs_diff=…`.
+pub fn precision_line(
+    family: Family,
+    training: Training,
+    train: &[Sample],
+    targets: &[Sample],
+) -> Result<String> {
+    let init = Mlp::new(&family.sizes(), Margin, 0)?;
+    let sgd = training.sgd(0);
+    let at = |precision| {
+        let opts = MetagradOptions {
+            targets_per_pass: targets.len(),
+            precision,
+            ..MetagradOptions::default()
+        };
+        metagradients(&sgd, &init, train, targets, &opts).map(|m| m.scores.into_inner())
+    };
+    let (a, b) = (
+        at(trak::metagrad::Precision::F64)?,
+        at(trak::metagrad::Precision::F32)?,
+    );
+    let diff = &a - &b;
+    let rel = diff.mapv(|d| d.abs() as f64).sum() / a.mapv(|v| v.abs() as f64).sum();
+    let max = diff.iter().fold(0.0f32, |m, d| m.max(d.abs()));
+    Ok(format!(
+        "METAGRAD_PRECISION family={} targets={} rel_l1_diff={rel:.3e} max_abs_diff={max:.3e} max_abs={:.3e}",
+        family.name(),
+        targets.len(),
+        a.iter().fold(0.0f32, |m, v| m.max(v.abs()))
+    ))
 }

@@ -13,63 +13,66 @@
 //! Each example's gradient against the direction comes for free from the forward pass:
 //! ∇ℓ_b · v = Σ_l δ̃_l[b] · (a_l V_lᵀ + c_l)[b], with δ̃ the unweighted deltas.
 
-use ndarray::{Array2, ArrayView1, ArrayView2, ArrayViewMut1, ArrayViewMut2, Axis, Zip, s};
-use rayon::prelude::*;
+use ndarray::{Array2, ArrayView1, ArrayView2, ArrayViewMut1, Axis, Zip, s};
 
 use super::{Forward, Mlp};
 use crate::data::Sample;
 use crate::error::{Error, Result, shape_err};
+use crate::models::BatchHvp;
 use crate::output::OutputFn;
 
-/// What every direction shares: the forward pass, the unweighted deltas δ̃ and the weighted
-/// ones δ, and the per-example weights s_b = w_b/|B|.
-struct Shared {
+/// The Hessian-vector products of one batch of an [`Mlp`]
+/// ([`crate::models::Trainable::weighted_hvp`]): the batch's forward pass, its unweighted
+/// deltas δ̃ and weighted ones δ, and the per-example weights s_b = w_b/|B|, shared by every
+/// direction.
+pub struct MlpHvp<'a, O> {
+    model: &'a Mlp<O>,
+    batch: Vec<&'a Sample>,
     fwd: Forward,
     unweighted: Vec<Array2<f32>>,
     weighted: Vec<Array2<f32>>,
     scale: Vec<f32>,
 }
 
-impl<O: OutputFn> Mlp<O> {
-    /// [`crate::models::Trainable::weighted_hvp`] for the MLP (shapes checked by the caller).
-    pub(super) fn weighted_hvp_impl(
-        &self,
-        batch: &[&Sample],
-        weights: &[f32],
-        dirs: ArrayView2<'_, f32>,
-        mut hv: ArrayViewMut2<'_, f32>,
-        mut dots: ArrayViewMut2<'_, f32>,
-    ) -> Result<()> {
-        let shared = self.shared_pass(batch, weights)?;
-        let mut unknown = false;
-        let z = shared.fwd.acts.last().expect("at least one layer");
-        if let Some(s) = batch.first() {
-            let c = z.ncols();
-            let (v, mut out) = (vec![0.0; c], vec![0.0; c]);
-            unknown =
-                !self
-                    .output
-                    .loss_hvp(z.row(0).as_slice().expect("row"), &s.target, &v, &mut out);
-        }
-        if unknown {
-            return Err(Error::NoLossHessian);
-        }
-        hv.axis_iter_mut(Axis(0))
-            .into_par_iter()
-            .zip(dots.axis_iter_mut(Axis(1)))
-            .zip(dirs.axis_iter(Axis(0)))
-            .for_each(|((hv, dots), v)| self.one_direction(batch, &shared, v, hv, dots));
-        Ok(())
+impl<O: OutputFn> BatchHvp for MlpHvp<'_, O> {
+    fn apply(&self, v: &[f32], hv: &mut [f32], dots: &mut [f32]) {
+        let p = self.model.param_count();
+        assert_eq!(
+            (v.len(), hv.len(), dots.len()),
+            (p, p, self.batch.len()),
+            "HVP buffer lengths"
+        );
+        self.model
+            .one_direction(self, v, ArrayViewMut1::from(hv), ArrayViewMut1::from(dots));
     }
+}
 
-    fn shared_pass(&self, batch: &[&Sample], weights: &[f32]) -> Result<Shared> {
+impl<O: OutputFn> Mlp<O> {
+    /// [`crate::models::Trainable::weighted_hvp`] for the MLP.
+    pub(super) fn hvp_batch<'a>(
+        &'a self,
+        batch: &[&'a Sample],
+        weights: &[f32],
+    ) -> Result<MlpHvp<'a, O>> {
+        if batch.is_empty() {
+            return Err(Error::Empty("training batch"));
+        }
+        if weights.len() != batch.len() {
+            return Err(shape_err("batch weights", batch.len(), weights.len()));
+        }
         let fwd = self.forward(self.gather(batch, 0)?);
         let z = fwd.acts.last().expect("at least one layer");
         let mut dl = Array2::zeros(z.raw_dim());
+        let c = z.ncols();
+        let probe = (vec![0.0; c], vec![0.0; c]);
         for ((z, mut d), s) in z.rows().into_iter().zip(dl.rows_mut()).zip(batch) {
-            let d = d.as_slice_mut().expect("standard layout");
+            let z = z.as_slice().expect("standard layout");
             self.output
-                .loss(z.as_slice().expect("standard layout"), &s.target, d);
+                .loss(z, &s.target, d.as_slice_mut().expect("standard layout"));
+            let mut out = probe.1.clone();
+            if !self.output.loss_hvp(z, &s.target, &probe.0, &mut out) {
+                return Err(Error::NoLossHessian);
+            }
         }
         let unweighted = self.backward(&fwd, dl);
         let inv_b = 1.0 / batch.len() as f32;
@@ -82,7 +85,9 @@ impl<O: OutputFn> Mlp<O> {
                 d
             })
             .collect();
-        Ok(Shared {
+        Ok(MlpHvp {
+            model: self,
+            batch: batch.to_vec(),
             fwd,
             unweighted,
             weighted,
@@ -93,14 +98,13 @@ impl<O: OutputFn> Mlp<O> {
     /// One direction `v`: its row of H v and its column of the per-example dots.
     fn one_direction(
         &self,
-        batch: &[&Sample],
-        sh: &Shared,
-        v: ArrayView1<'_, f32>,
+        sh: &MlpHvp<'_, O>,
+        v: &[f32],
         mut hv: ArrayViewMut1<'_, f32>,
         mut dots: ArrayViewMut1<'_, f32>,
     ) {
+        let batch = &sh.batch;
         let n_layers = self.layers.len();
-        let v = v.as_slice().expect("standard layout");
         let blocks = self.blocks(v);
         // R-forward, keeping R(a_l) of each layer's input (None for the network's input).
         let mut r_in: Vec<Option<Array2<f32>>> = vec![None];
@@ -147,7 +151,12 @@ impl<O: OutputFn> Mlp<O> {
     }
 
     /// R(δ_L) = s ⊙ ∇²_z ℓ · R(z_L), row by row.
-    fn output_r_delta(&self, batch: &[&Sample], sh: &Shared, rz: &Array2<f32>) -> Array2<f32> {
+    fn output_r_delta(
+        &self,
+        batch: &[&Sample],
+        sh: &MlpHvp<'_, O>,
+        rz: &Array2<f32>,
+    ) -> Array2<f32> {
         let z = sh.fwd.acts.last().expect("at least one layer");
         let mut out = Array2::zeros(rz.raw_dim());
         let rows = z.rows().into_iter().zip(rz.rows()).zip(out.rows_mut());
@@ -202,44 +211,4 @@ fn add_row_dots(dots: &mut ArrayViewMut1<'_, f32>, deltas: &Array2<f32>, direct:
     for ((d, dl), dr) in dots.iter_mut().zip(deltas.rows()).zip(direct.rows()) {
         *d += dl.dot(&dr);
     }
-}
-
-/// Checks the shapes of a [`crate::models::Trainable::weighted_hvp`] call.
-pub(super) fn check_hvp_shapes(
-    p: usize,
-    batch: usize,
-    weights: usize,
-    dirs: (usize, usize),
-    hv: (usize, usize),
-    dots: (usize, usize),
-) -> Result<()> {
-    if batch == 0 {
-        return Err(Error::Empty("training batch"));
-    }
-    if weights != batch {
-        return Err(shape_err("batch weights", batch, weights));
-    }
-    let m = dirs.0;
-    if dirs.1 != p {
-        return Err(shape_err(
-            "HVP directions",
-            format!("{m} × {p}"),
-            format!("{dirs:?}"),
-        ));
-    }
-    if hv != (m, p) {
-        return Err(shape_err(
-            "HVP output",
-            format!("{m} × {p}"),
-            format!("{hv:?}"),
-        ));
-    }
-    if dots != (batch, m) {
-        return Err(shape_err(
-            "HVP dots",
-            format!("{batch} × {m}"),
-            format!("{dots:?}"),
-        ));
-    }
-    Ok(())
 }

@@ -1,9 +1,9 @@
 //! The MLP as a [`Trainable`] model: flat parameters, the weighted loss, its HVP.
 
-use ndarray::{ArrayView2, ArrayViewMut2};
+use ndarray::ArrayViewMut2;
 
 use super::Mlp;
-use super::hvp::check_hvp_shapes;
+use super::hvp::MlpHvp;
 use crate::data::Sample;
 use crate::error::{Result, shape_err};
 use crate::model::Model;
@@ -54,24 +54,13 @@ impl<O: OutputFn> Trainable for Mlp<O> {
         self.weighted_loss_and_grad(batch, |b| weights[b], grad)
     }
 
-    fn weighted_hvp(
-        &self,
-        batch: &[&Sample],
-        weights: &[f32],
-        dirs: ArrayView2<'_, f32>,
-        hv: ArrayViewMut2<'_, f32>,
-        dots: ArrayViewMut2<'_, f32>,
-    ) -> Result<()> {
-        let p = Mlp::param_count(self);
-        check_hvp_shapes(
-            p,
-            batch.len(),
-            weights.len(),
-            dirs.dim(),
-            hv.dim(),
-            dots.dim(),
-        )?;
-        self.weighted_hvp_impl(batch, weights, dirs, hv, dots)
+    type Hvp<'a>
+        = MlpHvp<'a, O>
+    where
+        O: 'a;
+
+    fn weighted_hvp<'a>(&'a self, batch: &[&'a Sample], weights: &[f32]) -> Result<MlpHvp<'a, O>> {
+        self.hvp_batch(batch, weights)
     }
 
     fn target_grads(&self, targets: &[Sample], out: ArrayViewMut2<'_, f32>) -> Result<()> {
