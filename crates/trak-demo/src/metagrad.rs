@@ -64,12 +64,15 @@ impl Training {
     }
 
     /// The settings under which metagradients are near-exact for `family` (measured by
-    /// `metagrad_lds --map`, docs/VALIDATION.md): lr 0.01, batch 64, 3 epochs, momentum 0.9.
+    /// `metagrad_lds --map`, docs/VALIDATION.md): the crate's defaults with lr 0.01 instead of
+    /// 0.05 (batch 64, 10 epochs, momentum 0.9), and the family's weight decay. Same-seed LDS
+    /// at drop 1 %: 0.961 (MLP), 0.998 (logistic), for 2.3 and 1.0 points of held-out
+    /// accuracy.
     pub fn smooth(family: Family) -> Self {
         Self {
             lr: 0.01,
             batch_size: 64,
-            epochs: 3,
+            epochs: 10,
             momentum: 0.9,
             weight_decay: match family {
                 Family::LogReg => 1e-4,
