@@ -22,8 +22,9 @@
 //! - [`Model`]: the pluggable model interface (per-example output gradients and Q), and
 //!   [`FactoredModel`] for the factored projector (per-layer inputs and output gradients).
 //! - [`output`]: model-output functions (multiclass margin, binary logistic, regression, yours).
-//! - [`models`]: built-in ReLU MLPs / logistic regression with analytic per-example gradients,
-//!   and a seeded SGD trainer.
+//! - [`models`]: built-in ReLU MLPs / logistic regression with analytic per-example gradients
+//!   and Hessian-vector products, and a seeded SGD trainer (with per-example loss weights) for
+//!   any [`models::Trainable`] model.
 //! - [`project`]: the projectors ([`ProjectorKind`]): dense Rademacher (default) and
 //!   Gaussian, sparse JL ([`ProjectorKind::SPARSE`]), factored per-layer Kronecker
 //!   ([`ProjectorKind::FACTORED`], never forms the gradient), and the identity.
@@ -33,6 +34,8 @@
 //!   [`Scores`]), with a planned memory limit.
 //! - [`store`]: persistent runs on disk ([`Run`]): resumable, shardable ([`Shard`]), checksummed,
 //!   scored out of core under a memory budget, with `.npy` import/export.
+//! - [`metagrad`]: the second estimator: exact metagradients of a run of the built-in trainer
+//!   (MAGIC with REPLAY), near-exact where training is smooth, as the same [`Scores`].
 //! - [`eval`]: counterfactual validation (subsets, Spearman, LDS) and baseline attributions.
 //! - [`progress`]: progress reports from long calls.
 //! - [`data`]: the built-in models' example type, an MNIST CSV reader, seeded Gaussian blobs.

@@ -357,6 +357,37 @@ mod tests {
         assert!((second(&Regression, &z, &Target::Value(1.0), 0) - r).abs() < 1e-2);
     }
 
+    /// ∇²_z L · v against a central difference of ∂L/∂z along v, for every built-in.
+    #[test]
+    fn loss_hvp_matches_a_difference_of_the_loss_gradient() {
+        let cases: [(&dyn OutputFn, Vec<f32>, Target); 4] = [
+            (&Margin, vec![0.3, -1.2, 0.8], Target::Class(2)),
+            (&Logistic, vec![0.7], Target::Class(0)),
+            (&Logistic, vec![-0.4], Target::Class(1)),
+            (&Regression, vec![2.5], Target::Value(1.0)),
+        ];
+        for (o, z, t) in cases {
+            let c = z.len();
+            let vs: Vec<f32> = (0..2 * c).map(|i| (i as f32 * 0.7).sin()).collect();
+            let mut hv = vec![0.0; 2 * c];
+            assert!(o.loss_hvp(&z, &t, &vs, &mut hv));
+            let h = 1e-2f32;
+            for (v, hv) in vs.chunks(c).zip(hv.chunks(c)) {
+                let grad_at = |s: f32| {
+                    let zz: Vec<f32> = z.iter().zip(v).map(|(z, v)| z + s * v).collect();
+                    let mut g = vec![0.0; c];
+                    o.loss(&zz, &t, &mut g);
+                    g
+                };
+                let (gp, gm) = (grad_at(h), grad_at(-h));
+                for k in 0..c {
+                    let fd = (gp[k] - gm[k]) / (2.0 * h);
+                    assert!((fd - hv[k]).abs() < 1e-3, "{t:?} {k}: {fd} vs {}", hv[k]);
+                }
+            }
+        }
+    }
+
     #[test]
     fn stable_at_extreme_logits() {
         let z = [1e4f32, -1e4, 0.0];

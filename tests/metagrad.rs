@@ -439,3 +439,160 @@ fn refusals_name_what_is_wrong() {
     let e = metagradients(&smooth_sgd(), &init, &all[..20], &all[20..], &zero).unwrap_err();
     assert!(matches!(e, Error::InvalidParameter { .. }), "{e}");
 }
+
+/// A model written outside the crate: least squares ŷ = wᵀx + b, implemented through
+/// `Trainable` alone. Its metagradients equal those of the built-in `Mlp` linear regression
+/// (the same parameters in the same layout).
+#[derive(Clone)]
+struct LeastSquares {
+    theta: Vec<f32>,
+}
+
+struct LeastSquaresHvp {
+    xs: Vec<Vec<f32>>,
+    residuals: Vec<f32>,
+    scale: Vec<f32>,
+}
+
+fn with_one(x: &[f32]) -> Vec<f32> {
+    x.iter().copied().chain([1.0]).collect()
+}
+
+impl BatchHvp for LeastSquaresHvp {
+    fn apply(&self, v: &[f32], hv: &mut [f32], dots: &mut [f32]) {
+        hv.iter_mut().for_each(|h| *h = 0.0);
+        let inv_b = 1.0 / self.xs.len() as f32;
+        for (b, x) in self.xs.iter().enumerate() {
+            let xv: f32 = x.iter().zip(v).map(|(x, v)| x * v).sum();
+            hv.iter_mut()
+                .zip(x)
+                .for_each(|(h, x)| *h += self.scale[b] * xv * x);
+            dots[b] = inv_b * self.residuals[b] * xv;
+        }
+    }
+}
+
+impl Trainable for LeastSquares {
+    type Example = Sample;
+    type Hvp<'a> = LeastSquaresHvp;
+
+    fn param_count(&self) -> usize {
+        self.theta.len()
+    }
+    fn read_params(&self, out: &mut [f32]) {
+        out.copy_from_slice(&self.theta);
+    }
+    fn write_params(&mut self, params: &[f32]) {
+        self.theta.copy_from_slice(params);
+    }
+    fn check_example(&self, s: &Sample, index: usize) -> trak::Result<()> {
+        match s.target {
+            Target::Value(_) if s.x.len() + 1 == self.theta.len() => Ok(()),
+            _ => Err(Error::InvalidTarget {
+                example: index,
+                reason: "needs a value".into(),
+            }),
+        }
+    }
+    fn weighted_loss_grad(
+        &self,
+        batch: &[&Sample],
+        w: &[f32],
+        grad: &mut [f32],
+    ) -> trak::Result<f32> {
+        grad.iter_mut().for_each(|g| *g = 0.0);
+        let inv_b = 1.0 / batch.len() as f32;
+        let mut loss = 0.0;
+        for (s, &w) in batch.iter().zip(w) {
+            let x = with_one(&s.x);
+            let Target::Value(y) = s.target else {
+                unreachable!()
+            };
+            let r: f32 = x.iter().zip(&self.theta).map(|(x, t)| x * t).sum::<f32>() - y;
+            loss += w * 0.5 * r * r * inv_b;
+            grad.iter_mut()
+                .zip(&x)
+                .for_each(|(g, x)| *g += w * inv_b * r * x);
+        }
+        Ok(loss)
+    }
+    fn weighted_hvp<'a>(
+        &'a self,
+        batch: &[&'a Sample],
+        w: &[f32],
+    ) -> trak::Result<LeastSquaresHvp> {
+        let xs: Vec<Vec<f32>> = batch.iter().map(|s| with_one(&s.x)).collect();
+        let residuals = batch
+            .iter()
+            .zip(&xs)
+            .map(|(s, x)| {
+                let Target::Value(y) = s.target else {
+                    unreachable!()
+                };
+                x.iter().zip(&self.theta).map(|(x, t)| x * t).sum::<f32>() - y
+            })
+            .collect();
+        let scale = w.iter().map(|w| w / batch.len() as f32).collect();
+        Ok(LeastSquaresHvp {
+            xs,
+            residuals,
+            scale,
+        })
+    }
+    fn target_grads(
+        &self,
+        targets: &[Sample],
+        mut out: ndarray::ArrayViewMut2<'_, f32>,
+    ) -> trak::Result<()> {
+        for (mut row, s) in out.rows_mut().into_iter().zip(targets) {
+            row.assign(&Array1::from(with_one(&s.x)));
+        }
+        Ok(())
+    }
+}
+
+#[test]
+fn a_model_written_outside_the_crate_plugs_into_the_trainer_and_the_metagradients() {
+    let all: Vec<Sample> = data(50, 4, 2, 3)
+        .into_iter()
+        .map(|s| {
+            let y = s.x.iter().sum::<f32>()
+                + if s.target == Target::Class(1) {
+                    1.0
+                } else {
+                    0.0
+                };
+            Sample {
+                x: s.x,
+                target: Target::Value(y),
+            }
+        })
+        .collect();
+    let (train, targets) = (&all[..40], &all[40..]);
+    let sgd = Sgd {
+        lr: 0.02,
+        ..smooth_sgd()
+    };
+    let opts = MetagradOptions::default();
+    let ours = metagradients(
+        &sgd,
+        &LeastSquares {
+            theta: vec![0.0; 5],
+        },
+        train,
+        targets,
+        &opts,
+    )
+    .unwrap();
+    let builtin = metagradients(
+        &sgd,
+        &Mlp::linear_regression(4).unwrap(),
+        train,
+        targets,
+        &opts,
+    )
+    .unwrap();
+    let (a, b) = (ours.scores.values(), builtin.scores.values());
+    let diff = (&a - &b).mapv(f32::abs).sum() / b.mapv(f32::abs).sum();
+    assert!(diff < 1e-4, "relative L1 difference {diff}");
+}
