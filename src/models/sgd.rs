@@ -12,9 +12,15 @@ use crate::models::Trainable;
 ///
 /// Each epoch visits the data in a fresh random order drawn from `seed` (ChaCha8); the last
 /// batch of an epoch may be smaller ([`Sgd::batches`] lists them). It trains any
-/// [`Trainable`] model, optionally with per-example loss weights ([`Sgd::fit_weighted`]). Training is single-threaded and deterministic: the same
-/// seed, model and data give bit-identical parameters on every run. Train many models at once
-/// by running several `fit` calls in parallel (e.g. with rayon).
+/// [`Trainable`] model, optionally with per-example loss weights ([`Sgd::fit_weighted`]).
+/// Training is single-threaded and deterministic: the same seed, model and data give
+/// bit-identical parameters on every run. Train many models at once by running several `fit`
+/// calls in parallel (e.g. with rayon).
+///
+/// The defaults (lr 0.05, momentum 0.9, weight decay 5e-4, 10 epochs, batch 64) train the
+/// MNIST MLP to the best held-out accuracy of the settings measured in docs/VALIDATION.md, but
+/// its run is too chaotic for exact metagradients ([`crate::metagrad`]: same-seed LDS 0.47);
+/// lr 0.01 gives 0.96 for 2.3 points of accuracy.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Sgd {
     /// Learning rate.
