@@ -126,6 +126,12 @@ pub struct Metagradients<M> {
 /// Trains a copy of `init` on `train` with `sgd`, then computes every training example's
 /// metagradient for each target's output f (the model's attributed output; the margin for
 /// [`crate::output::Margin`]). See the [module docs](self).
+///
+/// Errors: `Empty` for no targets; a target the model cannot evaluate is named by its index
+/// in `targets`, a bad training example by its index in `train` (both before training);
+/// [`Error::MemoryBudget`] when the plan does not fit `options.memory_limit`;
+/// [`Error::NoLossHessian`] when the model's output function has no loss Hessian;
+/// [`Error::Diverged`] as for [`Sgd::fit`]; [`Error::NotReplayable`] when a replay differs.
 pub fn metagradients<M: Trainable + Clone>(
     sgd: &Sgd,
     init: &M,
