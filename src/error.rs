@@ -326,6 +326,18 @@ pub enum Error {
     )]
     NoCurvature,
 
+    /// An environment variable the process depends on (a SLURM job array's, for
+    /// [`crate::Shard::from_env`]) is missing, malformed or inconsistent with the others.
+    #[error("environment variable {variable} ({}): {reason}", value.as_deref().map_or("unset".to_string(), |v| format!("{v:?}")))]
+    Environment {
+        /// The variable.
+        variable: &'static str,
+        /// Its value, if set.
+        value: Option<String>,
+        /// What is wrong.
+        reason: String,
+    },
+
     /// Metagradients need Hessian-vector products of the training loss in the model's raw
     /// outputs, and the output function does not give them (its `OutputFn::loss_hvp` is the
     /// default).

@@ -120,6 +120,7 @@ mod plan;
 mod records;
 mod run;
 mod score;
+mod shard_env;
 mod targets;
 
 pub use featurize::{FeaturizeOptions, FeaturizeReport, Shard};
