@@ -55,9 +55,13 @@ fn settings(args: &Args) -> trak::Result<fn(Family) -> Training> {
     }
 }
 
-fn print(out: &MetagradOutput) {
+fn print(cfg: &MetagradConfig, out: &MetagradOutput) {
     println!(
-        "| family | settings | drop | truth | method | M | LDS |\n|---|---|---|---|---|---|---|"
+        "\nLDS on MNIST-5k ({} train, {} targets, J = {} subsets per drop; M = runs or checkpoints):",
+        cfg.n_train, cfg.n_targets, cfg.subsets
+    );
+    println!(
+        "| family | settings | drop (fraction removed) | truth | method | M | LDS |\n|---|---|---|---|---|---|---|"
     );
     for r in &out.rows {
         let (f, s, t) = (r.family.name(), r.training.name(), r.truth.name());
@@ -99,7 +103,7 @@ fn map(cfg: &MetagradConfig) -> trak::Result<()> {
                     weight_decay: Training::smooth(f).weight_decay,
                     ..t
                 })?;
-                print(&out);
+                print(&cfg, &out);
                 eprintln!(
                     "[metagrad] {} in {:.1} s",
                     t.name(),
@@ -142,7 +146,7 @@ fn main() -> trak::Result<()> {
             cost(&cfg, training)?;
         }
         if !args.flag("--cost") {
-            print(&metagrad::run(&cfg, training)?);
+            print(&cfg, &metagrad::run(&cfg, training)?);
         }
     }
     println!(

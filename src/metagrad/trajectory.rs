@@ -120,9 +120,10 @@ impl<'a, M: Trainable> Trajectory<'a, M> {
             self.sgd
                 .step(model, self.data, None, batch, t / per_epoch, &mut state)?;
         }
-        let expected = match self.thetas.outer_iter().nth(s + 1) {
-            Some(next) => next.to_vec(),
-            None => self.final_theta.clone(),
+        let expected = if s + 1 < self.thetas.nrows() {
+            self.thetas.row(s + 1).to_vec()
+        } else {
+            self.final_theta.clone()
         };
         let same = expected
             .iter()

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use crate::data::{Sample, Target};
 use crate::error::{Error, Result, invalid, shape_err};
 use crate::model::{FactoredModel, LayerFactors, LinearLayer, Model};
+use crate::models::Trainable;
 use crate::output::{Logistic, Margin, OutputFn, OutputValue, Regression};
 
 mod hvp;
@@ -193,11 +194,8 @@ impl<O: OutputFn> Mlp<O> {
 
     /// All parameters in the documented layout.
     pub fn params_flat(&self) -> Vec<f32> {
-        let mut v = Vec::with_capacity(self.param_count());
-        for l in &self.layers {
-            v.extend(l.w.iter());
-            v.extend(l.b.iter());
-        }
+        let mut v = vec![0.0; self.param_count()];
+        Trainable::read_params(self, &mut v);
         v
     }
 
@@ -216,13 +214,7 @@ impl<O: OutputFn> Mlp<O> {
                 index,
             });
         }
-        let mut off = 0;
-        for l in &mut self.layers {
-            for v in l.w.iter_mut().chain(l.b.iter_mut()) {
-                *v = params[off];
-                off += 1;
-            }
-        }
+        Trainable::write_params(self, params);
         Ok(())
     }
 
@@ -369,21 +361,14 @@ impl<O: OutputFn> Mlp<O> {
             return Err(shape_err("gradient buffer", self.param_count(), grad.len()));
         }
         let fwd = self.forward(self.gather(batch, 0)?);
-        let z = fwd.acts.last().expect("at least one layer");
+        let (mut delta, losses) = self.loss_gradients(&fwd, batch);
         let inv_b = 1.0 / batch.len() as f32;
-        let mut delta = Array2::zeros(z.raw_dim());
         let mut total = 0.0f64;
-        let rows = z.rows().into_iter().zip(delta.rows_mut()).zip(batch);
-        for (b, ((z, mut d), s)) in rows.enumerate() {
-            let dz = d.as_slice_mut().expect("standard layout");
-            let t = &s.borrow().target;
+        for (b, (mut d, loss)) in delta.rows_mut().into_iter().zip(losses).enumerate() {
             let w = weight(b);
-            let loss = self
-                .output
-                .loss(z.as_slice().expect("standard layout"), t, dz);
             total += w as f64 * loss as f64;
             let scale = w * inv_b;
-            dz.iter_mut().for_each(|v| *v *= scale);
+            d.iter_mut().for_each(|v| *v *= scale);
         }
         let deltas = self.backward(&fwd, delta);
         let mut off = 0;
@@ -397,6 +382,24 @@ impl<O: OutputFn> Mlp<O> {
             off += o;
         }
         Ok((total / batch.len() as f64) as f32)
+    }
+
+    /// Each example's training loss and its gradient ∂ℓ/∂z at the logits of `fwd` (one row
+    /// per example of `batch`).
+    fn loss_gradients<S: Borrow<Sample>>(
+        &self,
+        fwd: &Forward,
+        batch: &[S],
+    ) -> (Array2<f32>, Vec<f32>) {
+        let z = fwd.acts.last().expect("at least one layer");
+        let mut dl = Array2::zeros(z.raw_dim());
+        let mut losses = Vec::with_capacity(batch.len());
+        for ((z, mut d), s) in z.rows().into_iter().zip(dl.rows_mut()).zip(batch) {
+            let z = z.as_slice().expect("standard layout");
+            let d = d.as_slice_mut().expect("standard layout");
+            losses.push(self.output.loss(z, &s.borrow().target, d));
+        }
+        (dl, losses)
     }
 }
 

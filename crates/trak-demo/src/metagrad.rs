@@ -22,7 +22,7 @@ use std::time::Instant;
 use ndarray::Array2;
 use trak::data::Sample;
 use trak::eval::{lds, random_scores};
-use trak::metagrad::{MetagradOptions, Metagradients, metagradients};
+use trak::metagrad::{MetagradOptions, Metagradients, Precision, metagradients};
 use trak::models::{Mlp, Sgd};
 use trak::output::Margin;
 use trak::{Error, Result, Scores, Trak};
@@ -291,10 +291,7 @@ pub fn family_runs(
         .ok_or(Error::Empty("ensembles"))?;
     let t0 = Instant::now();
     let runs = (0..m_max as u64)
-        .map(|s| {
-            let init = Mlp::new(&family.sizes(), Margin, s)?;
-            metagradients(&training.sgd(s), &init, train, targets, &options(cfg))
-        })
+        .map(|s| run_of(family, training, s, train, targets, Precision::F64))
         .collect::<Result<Vec<_>>>()?;
     let name = family.name();
     cfg.log(format!(
@@ -341,12 +338,23 @@ pub fn family_runs(
     })
 }
 
-/// All targets in one pass.
-fn options(cfg: &MetagradConfig) -> MetagradOptions {
-    MetagradOptions {
-        targets_per_pass: cfg.n_targets.max(1),
+/// Run `seed` of `family` (initialisation and order from `seed`) and its metagradients for
+/// all of `targets` in one pass.
+fn run_of(
+    family: Family,
+    training: Training,
+    seed: u64,
+    train: &[Sample],
+    targets: &[Sample],
+    precision: Precision,
+) -> Result<Metagradients<Mlp<Margin>>> {
+    let init = Mlp::new(&family.sizes(), Margin, seed)?;
+    let opts = MetagradOptions {
+        targets_per_pass: targets.len().max(1),
+        precision,
         ..MetagradOptions::default()
-    }
+    };
+    metagradients(&training.sgd(seed), &init, train, targets, &opts)
 }
 
 /// The truth of `truth` at drop fraction `drop` for the runs' family and settings.
@@ -537,12 +545,8 @@ pub fn cost(
         sgd.fit(&mut m, train)?;
         train_s = train_s.min(t.elapsed().as_secs_f64());
     }
-    let opts = MetagradOptions {
-        targets_per_pass: targets.len(),
-        ..MetagradOptions::default()
-    };
     let t = Instant::now();
-    let out = metagradients(&sgd, &init, train, targets, &opts)?;
+    let out = run_of(family, training, 0, train, targets, Precision::F64)?;
     let total = t.elapsed().as_secs_f64();
     Ok(CostRow {
         family,
@@ -562,20 +566,9 @@ pub fn precision_line(
     train: &[Sample],
     targets: &[Sample],
 ) -> Result<String> {
-    let init = Mlp::new(&family.sizes(), Margin, 0)?;
-    let sgd = training.sgd(0);
-    let at = |precision| {
-        let opts = MetagradOptions {
-            targets_per_pass: targets.len(),
-            precision,
-            ..MetagradOptions::default()
-        };
-        metagradients(&sgd, &init, train, targets, &opts).map(|m| m.scores.into_inner())
-    };
-    let (a, b) = (
-        at(trak::metagrad::Precision::F64)?,
-        at(trak::metagrad::Precision::F32)?,
-    );
+    let at = |precision| run_of(family, training, 0, train, targets, precision);
+    let a = at(Precision::F64)?.scores.into_inner();
+    let b = at(Precision::F32)?.scores.into_inner();
     let diff = &a - &b;
     let rel = diff.mapv(|d| d.abs() as f64).sum() / a.mapv(|v| v.abs() as f64).sum();
     let max = diff.iter().fold(0.0f32, |m, d| m.max(d.abs()));

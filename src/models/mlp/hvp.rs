@@ -61,16 +61,12 @@ impl<O: OutputFn> Mlp<O> {
             return Err(shape_err("batch weights", batch.len(), weights.len()));
         }
         let fwd = self.forward(self.gather(batch, 0)?);
+        let (dl, _) = self.loss_gradients(&fwd, batch);
         let z = fwd.acts.last().expect("at least one layer");
-        let mut dl = Array2::zeros(z.raw_dim());
-        let c = z.ncols();
-        let probe = (vec![0.0; c], vec![0.0; c]);
-        for ((z, mut d), s) in z.rows().into_iter().zip(dl.rows_mut()).zip(batch) {
+        let (probe, mut out) = (vec![0.0; z.ncols()], vec![0.0; z.ncols()]);
+        for (z, s) in z.rows().into_iter().zip(batch) {
             let z = z.as_slice().expect("standard layout");
-            self.output
-                .loss(z, &s.target, d.as_slice_mut().expect("standard layout"));
-            let mut out = probe.1.clone();
-            if !self.output.loss_hvp(z, &s.target, &probe.0, &mut out) {
+            if !self.output.loss_hvp(z, &s.target, &probe, &mut out) {
                 return Err(Error::NoLossHessian);
             }
         }
