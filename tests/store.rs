@@ -246,6 +246,47 @@ fn resumed_sharded_and_budgeted_runs_give_bit_identical_scores() {
     assert_eq!((rep.computed, rep.skipped), (0, 5));
 }
 
+/// A double submit: two processes featurise the same blocks of one run at the same time (each
+/// cleans up the temporary files it finds when it starts, as after a crash). Both succeed, and
+/// the run scores bit-identically to a single process.
+#[test]
+fn two_writers_of_the_same_blocks_at_once_both_succeed_with_the_same_bits() {
+    let s = setup();
+    let base = tempfile::tempdir().unwrap();
+    let single = Run::create(base.path().join("single"), &s.trak, 1100, 64).unwrap();
+    featurize_all(&single, &s, Shard::ALL);
+    single.merge(MergeOptions::default()).unwrap();
+    let reference = score(&single, &s, "t", 64 << 20);
+    for round in 0..3 {
+        let dir = base.path().join(format!("double-{round}"));
+        let start = std::sync::Barrier::new(2);
+        std::thread::scope(|scope| {
+            for _ in 0..2 {
+                scope.spawn(|| {
+                    let run = Run::create(&dir, &s.trak, 1100, 64).unwrap();
+                    start.wait();
+                    featurize_all(&run, &s, Shard::ALL);
+                });
+            }
+        });
+        let run = Run::open(&dir).unwrap();
+        run.merge(MergeOptions::default()).unwrap();
+        let got = score(&run, &s, "t", 64 << 20);
+        assert_eq!(bits(got.view()), bits(reference.view()), "round {round}");
+        let temps = std::fs::read_dir(dir.join("ckpt-0"))
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .contains(".tmp-")
+            })
+            .count();
+        assert_eq!(temps, 0, "round {round}: temporary files left");
+    }
+}
+
 fn mismatch_text(e: Error) -> String {
     match e {
         Error::RunMismatch { what, .. } => what,
@@ -338,6 +379,22 @@ fn mismatched_configuration_is_refused_with_what_differs() {
         ),
         e => panic!("{e}"),
     }
+    // Told the shard count (a 2-task job array), it names the task to run again.
+    assert_eq!(run.missing_blocks(0).unwrap(), vec![1, 2]);
+    match run.merge(MergeOptions::default().shards(2)).unwrap_err() {
+        Error::Incomplete { what, .. } => assert!(
+            what.contains("blocks 1, 2; incomplete shards of 2: 1 (2 of blocks 1–2);"),
+            "{what}"
+        ),
+        e => panic!("{e}"),
+    }
+    assert!(matches!(
+        run.merge(MergeOptions::default().shards(0)),
+        Err(Error::InvalidParameter {
+            parameter: "shard",
+            ..
+        })
+    ));
     run.featurize(
         0,
         &s.models[0],

@@ -41,6 +41,16 @@ impl Shard {
         Ok(Self { index, count })
     }
 
+    /// This shard's index (0-based).
+    pub fn index(&self) -> usize {
+        self.index
+    }
+
+    /// How many shards the blocks are split into.
+    pub fn count(&self) -> usize {
+        self.count
+    }
+
     /// The blocks of this shard out of `blocks`.
     pub fn blocks(&self, blocks: usize) -> Range<usize> {
         let at = |i: usize| (i as u128 * blocks as u128 / self.count as u128) as usize;

@@ -80,33 +80,64 @@ pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
     Ok(())
 }
 
+/// How many times a write starts again when its temporary file vanished before the rename.
+const ATTEMPTS: usize = 8;
+
 /// Writes `bytes` to `path` atomically: temporary file, fsync, rename, fsync of the directory.
 /// Readers see either the old file (or none) or the complete new one. Every store file is
 /// written this way; it is public for caches and side files that want the same guarantee.
+///
+/// Another process that starts on the same run removes the temporary files it finds (a killed
+/// writer's leftovers), and it cannot tell a live writer's from a dead one's on shared
+/// storage; a writer whose temporary file was removed before its rename writes it again (up to
+/// 8 times), so two processes featurising the same blocks at once (a double submit) both
+/// succeed and leave the same bytes.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = write_temp(path, bytes)?;
-    if let Err(e) = fs::rename(&tmp, path) {
-        let _ = fs::remove_file(&tmp);
-        return Err(io_err(path, e));
+    write_atomic_with(path, bytes, &|_| {})
+}
+
+/// [`write_atomic`] calling `before_rename` with the temporary file's path before each rename
+/// (tests remove it there, as a concurrent clean-up would).
+fn write_atomic_with(path: &Path, bytes: &[u8], before_rename: &dyn Fn(&Path)) -> Result<()> {
+    for attempt in 1.. {
+        let tmp = write_temp(path, bytes)?;
+        before_rename(&tmp);
+        match fs::rename(&tmp, path) {
+            Ok(()) => break,
+            Err(e) if vanished(&e, &tmp) && attempt < ATTEMPTS => continue,
+            Err(e) => {
+                let _ = fs::remove_file(&tmp);
+                return Err(io_err(path, e));
+            }
+        }
     }
     sync_dir(path.parent().unwrap_or(Path::new(".")))
+}
+
+/// True when `e` says that the temporary file `tmp` is gone (removed by another process's
+/// clean-up), rather than a real failure of the target.
+fn vanished(e: &std::io::Error, tmp: &Path) -> bool {
+    e.kind() == std::io::ErrorKind::NotFound && !tmp.exists()
 }
 
 /// Creates `path` with `bytes` only if it does not exist (atomically, also across processes
 /// on shared storage: temporary file, then a hard link, which fails if the name is taken).
 /// Returns `false` if the file already existed (and leaves it untouched).
 pub(crate) fn create_exclusive(path: &Path, bytes: &[u8]) -> Result<bool> {
-    let tmp = write_temp(path, bytes)?;
-    let res = fs::hard_link(&tmp, path);
-    let _ = fs::remove_file(&tmp);
-    match res {
-        Ok(()) => {
-            sync_dir(path.parent().unwrap_or(Path::new(".")))?;
-            Ok(true)
+    for attempt in 1.. {
+        let tmp = write_temp(path, bytes)?;
+        let res = fs::hard_link(&tmp, path);
+        let _ = fs::remove_file(&tmp);
+        match res {
+            Ok(()) => break,
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Ok(false),
+            // The temporary file was removed by a concurrent clean-up: write it again.
+            Err(e) if vanished(&e, &tmp) && attempt < ATTEMPTS => continue,
+            Err(e) => return Err(io_err(path, e)),
         }
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
-        Err(e) => Err(io_err(path, e)),
     }
+    sync_dir(path.parent().unwrap_or(Path::new(".")))?;
+    Ok(true)
 }
 
 /// Removes the temporary files in `dir` (left by killed writers) whose names satisfy `which`.
@@ -121,4 +152,53 @@ pub(crate) fn remove_temps(dir: &Path, which: impl Fn(&str) -> bool) -> Result<(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::cell::Cell;
+
+    #[test]
+    fn a_write_whose_temporary_file_is_removed_writes_it_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("block-0.feat");
+        let removed = Cell::new(0);
+        // A concurrent process's clean-up removes the temporary file twice before the rename.
+        let remove = |tmp: &Path| {
+            if removed.get() < 2 {
+                fs::remove_file(tmp).unwrap();
+                removed.set(removed.get() + 1);
+            }
+        };
+        write_atomic_with(&path, b"features", &remove).unwrap();
+        assert_eq!(removed.get(), 2);
+        assert_eq!(fs::read(&path).unwrap(), b"features");
+        let left: Vec<_> = fs::read_dir(dir.path()).unwrap().collect();
+        assert_eq!(left.len(), 1, "no temporary file is left behind");
+    }
+
+    #[test]
+    fn a_write_whose_temporary_file_always_vanishes_fails_naming_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("block-0.feat");
+        let remove = |tmp: &Path| fs::remove_file(tmp).unwrap();
+        match write_atomic_with(&path, b"features", &remove) {
+            Err(Error::Io { path: p, source }) => {
+                assert_eq!(p, path);
+                assert_eq!(source.kind(), std::io::ErrorKind::NotFound);
+            }
+            other => panic!("expected Error::Io, got {other:?}"),
+        }
+        assert!(!path.exists());
+    }
+
+    #[test]
+    fn exclusive_creation_refuses_a_taken_name_and_keeps_the_first_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("checkpoint.trak");
+        assert!(create_exclusive(&path, b"first").unwrap());
+        assert!(!create_exclusive(&path, b"second").unwrap());
+        assert_eq!(fs::read(&path).unwrap(), b"first");
+    }
 }

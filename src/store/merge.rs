@@ -5,23 +5,34 @@ use std::collections::BTreeSet;
 
 use ndarray::{Array1, Array2, ArrayView1, s};
 
-use super::Run;
 use super::fsio::{read_bytes, remove_temps, write_atomic};
 use super::records::{
     FeatureBuf, Fingerprint, MERGED_GRAM, MergedHeader, packed_len, unpack_upper,
 };
+use super::{Run, Shard};
 use crate::attribute::{StoredCheckpoint, TrainFeatures};
 use crate::error::{Error, Result};
 use crate::kernel::Weighting;
 use crate::progress::{Progress, ProgressSink, Stage, Unit};
 
-/// Options of [`Run::merge`]: where to report progress (default: nowhere).
+/// Options of [`Run::merge`]: where to report progress (default: nowhere), and how many
+/// shards featurised the run (default: not said).
 #[derive(Debug, Default)]
 pub struct MergeOptions<'a> {
     progress: ProgressSink<'a>,
+    shards: Option<usize>,
 }
 
 impl<'a> MergeOptions<'a> {
+    /// The run was featurised as `count` shards ([`Shard::new`]`(i, count)`, e.g. the tasks
+    /// of a `count`-task job array): an incomplete run's [`Error::Incomplete`] then also names
+    /// the shards that miss blocks, i.e. the tasks to run again. A count of 0 is
+    /// [`Error::InvalidParameter`] when merging.
+    pub fn shards(mut self, count: usize) -> Self {
+        self.shards = Some(count);
+        self
+    }
+
     /// Report progress (blocks checked, per checkpoint) to `callback`.
     pub fn progress(mut self, callback: &'a mut dyn FnMut(Progress)) -> Self {
         self.progress = ProgressSink::new(callback);
@@ -43,8 +54,12 @@ impl Run {
                 what: "no checkpoint has been featurised".into(),
             });
         }
+        let shards = opts
+            .shards
+            .map(|c| Shard::new(0, c).map(|_| c))
+            .transpose()?;
         for &id in &ids {
-            self.check_complete(id)?;
+            self.check_complete(id, shards)?;
         }
         // Merging runs after every shard has finished: stale temporary files of merged
         // matrices and of the run record are leftovers of killed processes.
@@ -60,32 +75,42 @@ impl Run {
         Ok(ids)
     }
 
-    /// [`Error::Incomplete`] unless every block of the checkpoint is on disk;
+    /// [`Error::Incomplete`] unless every block of the checkpoint is on disk (naming the
+    /// incomplete ones of `shards` shards, when given);
     /// [`Error::ImportedWithoutCurvature`] for an imported checkpoint under Gauss-Newton,
     /// whose partials can never be computed.
-    fn check_complete(&self, id: u64) -> Result<()> {
+    fn check_complete(&self, id: u64, shards: Option<usize>) -> Result<()> {
         if let Fingerprint::Declared(_) = self.checkpoint_info(id)?.fingerprint {
             self.check_importable(id)?;
         }
-        let nb = self.num_blocks();
-        let done: BTreeSet<usize> = self.blocks_done(id)?.into_iter().collect();
-        let missing: Vec<usize> = (0..nb).filter(|b| !done.contains(b)).collect();
+        let missing = self.missing_blocks(id)?;
         if missing.is_empty() {
             return Ok(());
         }
+        let nb = self.num_blocks();
         let shown: Vec<String> = missing.iter().take(8).map(|b| b.to_string()).collect();
+        let by_shard = shards.map_or(String::new(), |c| incomplete_shards(&missing, nb, c));
         Err(Error::Incomplete {
             path: self.dir.clone(),
             what: format!(
-                "checkpoint {id} misses {} of {nb} blocks under the {:?} weighting (blocks {}{}; \
-                 Run::featurize computes them, only the Gram partials where the features are \
-                 stored)",
+                "checkpoint {id} misses {} of {nb} blocks under the {:?} weighting (blocks {}{}\
+                 {by_shard}; Run::featurize computes them, only the Gram partials where the \
+                 features are stored)",
                 missing.len(),
                 self.trak.weighting(),
                 shown.join(", "),
                 if missing.len() > 8 { ", …" } else { "" }
             ),
         })
+    }
+
+    /// The blocks of checkpoint `checkpoint` that are not complete under the run's weighting
+    /// (features or Gram partial missing), in order: what [`Run::merge`] would refuse.
+    pub fn missing_blocks(&self, checkpoint: u64) -> Result<Vec<usize>> {
+        let done: BTreeSet<usize> = self.blocks_done(checkpoint)?.into_iter().collect();
+        Ok((0..self.num_blocks())
+            .filter(|b| !done.contains(b))
+            .collect())
     }
 
     /// Reads and checks every block of one checkpoint and writes its merged Gram matrix under
@@ -209,4 +234,19 @@ impl Run {
             parts,
         ))
     }
+}
+
+/// "; incomplete shards of `count`: 2 (blocks 10–14), …" for the `missing` of `blocks`.
+fn incomplete_shards(missing: &[usize], blocks: usize, count: usize) -> String {
+    let mut parts = Vec::new();
+    for index in 0..count {
+        let shard = Shard::new(index, count).expect("index < count");
+        let range = shard.blocks(blocks);
+        let n = missing.iter().filter(|b| range.contains(b)).count();
+        if n > 0 {
+            let (a, z) = (range.start, range.end.saturating_sub(1));
+            parts.push(format!("{index} ({n} of blocks {a}–{z})"));
+        }
+    }
+    format!("; incomplete shards of {count}: {}", parts.join(", "))
 }
