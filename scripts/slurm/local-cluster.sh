@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # A single-node SLURM cluster on this machine, for testing the store's cluster path against a
-# real scheduler: Debian's slurm-wlm (22.05) and munge, started without systemd or cgroups.
+# real scheduler: Debian's SLURM 22.05 (slurmctld, slurmd, slurm-client) and munge, started without
+# systemd or cgroups.
 #
 #   scripts/slurm/local-cluster.sh start    # install if needed, configure, start, wait for an idle node
 #   scripts/slurm/local-cluster.sh status   # the daemons and sinfo
@@ -34,14 +35,35 @@ pid_of() {
 
 install() {
     command -v slurmctld >/dev/null && command -v munged >/dev/null && return
-    echo "local-cluster: installing slurm-wlm and munge from Debian"
+    echo "local-cluster: installing slurmctld, slurmd, slurm-client and munge from Debian"
     # Keep the packages from starting their services (there is no systemd to stop them).
     printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
     chmod +x /usr/sbin/policy-rc.d
     trap 'rm -f /usr/sbin/policy-rc.d' RETURN
     apt-get update -qq || die "apt-get update failed"
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq slurm-wlm munge >/dev/null ||
-        die "apt-get install slurm-wlm munge failed"
+    # The daemons, the commands and munge only (the slurm-wlm metapackage adds ~20 plugin
+    # packages that a single node does not use).
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+        slurmctld slurmd slurm-client munge >/dev/null ||
+        die "apt-get install slurmctld slurmd slurm-client munge failed"
+}
+
+MARK="# Written by trak's scripts/slurm/local-cluster.sh"
+
+# This script is for a machine without a SLURM of its own: it never replaces a configuration
+# it did not write, nor runs beside daemons it did not start.
+refuse_foreign() {
+    if [[ -f $CONF ]] && ! head -1 "$CONF" | grep -qF "$MARK"; then
+        die "$CONF was not written by this script; refusing to replace a real cluster's configuration"
+    fi
+    local name pid
+    for name in slurmctld slurmd; do
+        for pid in $(pgrep -x "$name" || true); do
+            if alive "$pid" && [[ $pid != "$(pid_of "$name")" ]]; then
+                die "a $name that this script did not start is running (pid $pid)"
+            fi
+        done
+    done
 }
 
 configure() {
@@ -56,8 +78,8 @@ configure() {
     cpus=$(nproc)
     # A little under what is free, or slurmd registers with "Low RealMemory" and drains.
     mem=$(($(free -m | awk '/^Mem:/ {print $2}') * 9 / 10))
-    cat >"$CONF" <<EOF
-# Written by trak's scripts/slurm/local-cluster.sh: one node, no cgroups, no accounting daemon.
+    cat >"$CONF.new" <<EOF
+$MARK: one node, no cgroups, no accounting daemon.
 ClusterName=trak-local
 SlurmctldHost=$HOST
 AuthType=auth/munge
@@ -68,6 +90,10 @@ TaskPlugin=task/none
 SelectType=select/cons_tres
 SelectTypeParameters=CR_CPU
 MailProg=/bin/true
+# A requeued job waits cred_expire seconds before it may start again (default 120); the main
+# scheduling loop runs every sched_interval seconds (default 60), which is when it starts.
+AuthInfo=cred_expire=10
+SchedulerParameters=sched_interval=2
 ReturnToService=2
 StateSaveLocation=$DIR/state
 SlurmdSpoolDir=$DIR/spool
@@ -80,6 +106,12 @@ JobCompLoc=$DIR/jobcomp.txt
 NodeName=$HOST CPUs=$cpus RealMemory=$mem State=UNKNOWN
 PartitionName=debug Nodes=$HOST Default=YES MaxTime=INFINITE State=UP
 EOF
+    if cmp -s "$CONF.new" "$CONF"; then
+        rm "$CONF.new"
+    else
+        mv "$CONF.new" "$CONF"
+        CHANGED=1
+    fi
 }
 
 start_munge() {
@@ -135,7 +167,14 @@ start)
     [[ $(id -u) == 0 ]] || die "needs root"
     t0=$(date +%s%3N)
     install
+    refuse_foreign
+    CHANGED=0
     configure
+    if [[ $CHANGED == 1 ]] && alive "$(pid_of slurmctld)"; then
+        echo "local-cluster: configuration changed, restarting the daemons"
+        stop_pid slurmd
+        stop_pid slurmctld
+    fi
     start_munge
     start_daemon slurmctld
     start_daemon slurmd

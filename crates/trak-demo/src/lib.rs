@@ -12,6 +12,7 @@
 //! - [`removal`]: the removal test.
 //! - [`metagrad`]: the metagradient protocol (two truths, drop fractions, TRAK beside).
 //! - [`cli`]: the options the examples share.
+//! - [`cluster`]: the cluster recipe's program (prepare, featurize, merge, score a stored run).
 //! - [`yardstick`]: the machine's GEMM rate, measured in the same run as a benchmark.
 //! - [`pictures`]: PNG scatter plots and top-proponent grids.
 //!
@@ -25,6 +26,7 @@
 #![warn(missing_docs)]
 
 pub mod cli;
+pub mod cluster;
 pub mod family;
 pub mod metagrad;
 pub mod pictures;
