@@ -432,6 +432,18 @@ pub enum Error {
         source: Box<dyn std::error::Error + Send + Sync>,
     },
 
+    /// A model checkpoint (a weights file, or the configuration that comes with it) does not
+    /// fit the architecture that reads it: a missing tensor, a shape that disagrees with the
+    /// configuration, an unknown architecture, a bad configuration field, a tensor type or
+    /// quantisation the reader does not handle. The problem names the tensor or the field.
+    #[error("checkpoint {path}: {problem}")]
+    Checkpoint {
+        /// The file (or directory) read.
+        path: PathBuf,
+        /// What does not fit.
+        problem: CheckpointProblem,
+    },
+
     /// A model adapter was asked to attribute a layer it cannot attribute correctly (shared
     /// weights, a batch-dependent layer, a parameter type it does not handle).
     #[error("layer {layer} cannot be attributed: {reason}")]
@@ -440,6 +452,55 @@ pub enum Error {
         layer: String,
         /// Why.
         reason: Unattributable,
+    },
+}
+
+/// What does not fit in a model checkpoint (see [`Error::Checkpoint`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum CheckpointProblem {
+    /// A tensor the architecture needs is not in the file.
+    #[error("tensor {name} is missing")]
+    MissingTensor {
+        /// The tensor's name in the file's naming scheme.
+        name: String,
+    },
+    /// A tensor's shape disagrees with the configuration.
+    #[error("tensor {name} has shape {found:?}, but the configuration implies {expected:?}")]
+    TensorShape {
+        /// The tensor's name.
+        name: String,
+        /// The shape the configuration implies.
+        expected: Vec<usize>,
+        /// The shape in the file.
+        found: Vec<usize>,
+    },
+    /// A tensor's element type (or quantisation) is not one the reader handles.
+    #[error("tensor {name} is stored as {found}, which is not supported ({supported})")]
+    TensorType {
+        /// The tensor's name.
+        name: String,
+        /// The type or quantisation found (e.g. "u8", "Q2K").
+        found: String,
+        /// What is supported.
+        supported: String,
+    },
+    /// The configuration names an architecture this reader does not implement.
+    #[error("architecture {found:?} is not supported (supported: {supported})")]
+    UnknownArchitecture {
+        /// The architecture the file declares.
+        found: String,
+        /// The ones this reader implements.
+        supported: String,
+    },
+    /// A configuration field is missing, malformed or has a value the reader does not
+    /// implement.
+    #[error("configuration field {field}: {reason}")]
+    ConfigField {
+        /// The field's name (e.g. "num_key_value_heads", "rope_scaling.rope_type").
+        field: String,
+        /// What is wrong with it.
+        reason: String,
     },
 }
 

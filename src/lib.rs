@@ -91,7 +91,7 @@ pub mod project;
 pub mod store;
 
 pub use attribute::{Scores, TrainFeatures, Trak, TrakBuilder, TrakIndex};
-pub use error::{Error, ExampleSet, Result, Unattributable};
+pub use error::{CheckpointProblem, Error, ExampleSet, Result, Unattributable};
 pub use kernel::{Ridge, Weighting};
 pub use model::{FactoredModel, Model};
 pub use progress::Progress;

@@ -48,6 +48,9 @@ pub struct LayerInfo {
     /// Positions per example: 1 for a linear layer on `B × d`, T on `B × T × d`, H'·W' for a
     /// convolution.
     pub positions: usize,
+    /// For a tied layer ([`crate::Recorder::tied_linear`]), the other use of its weight: not
+    /// attributed by default, refused when selected.
+    pub tied_to: Option<String>,
 }
 
 impl LayerInfo {
@@ -76,6 +79,7 @@ impl LayerInfo {
             in_features,
             bias: call.bias.is_some(),
             positions: rows / batch,
+            tied_to: call.tied_to.clone(),
         })
     }
 }
@@ -93,10 +97,11 @@ pub(crate) fn check_distinct(calls: &[Call]) -> trak::Result<()> {
     Ok(())
 }
 
-/// Which layers are attributed, as a mask over the discovered layers; `None` selects all.
+/// Which layers are attributed, as a mask over the discovered layers; `None` selects all but
+/// the tied ones. Naming a tied layer is [`Unattributable::SharedWeights`].
 pub(crate) fn select(layers: &[LayerInfo], names: Option<&[String]>) -> trak::Result<Vec<bool>> {
     let Some(names) = names else {
-        return Ok(vec![true; layers.len()]);
+        return Ok(layers.iter().map(|l| l.tied_to.is_none()).collect());
     };
     if names.is_empty() {
         return Err(trak::Error::Empty("selected layers"));
@@ -111,6 +116,10 @@ pub(crate) fn select(layers: &[LayerInfo], names: Option<&[String]>) -> trak::Re
                 expected: format!("one of the network's layers {known:?}"),
             });
         };
+        if let Some(with) = &layers[i].tied_to {
+            let with = with.clone();
+            return Err(refuse(n, Unattributable::SharedWeights { with }));
+        }
         mask[i] = true;
     }
     Ok(mask)

@@ -77,6 +77,7 @@ pub mod fallback;
 pub mod gradcheck;
 pub mod layers;
 mod model;
+pub mod models;
 pub mod network;
 pub mod objective;
 pub mod ops;

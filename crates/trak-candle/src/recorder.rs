@@ -67,6 +67,8 @@ pub(crate) struct Call {
     pub output: Tensor,
     /// The tap added to the output, if this call is tapped.
     pub tap: Option<Var>,
+    /// The other use of the weight, for a layer declared tied ([`Recorder::tied_linear`]).
+    pub tied_to: Option<String>,
 }
 
 /// Routes a network's layers; see the module docs.
@@ -114,6 +116,28 @@ impl Recorder {
         let detached = Linear::new(w.detach(), b.map(Tensor::detach));
         let y = detached.forward(x)?;
         self.record(name, LayerKind::Linear, layer.weight(), b, x, y)
+    }
+
+    /// [`Recorder::linear`] for a layer whose weight is also used outside the recorder, e.g.
+    /// a language model's output head tied to its token embedding (`tied_to` names the other
+    /// use). It runs like any layer, but is not attributed by default, and selecting it
+    /// ([`crate::CandleModelBuilder::layers`]) is refused with
+    /// [`trak::Unattributable::SharedWeights`]: its per-layer factors would give only the
+    /// head's part of the tied weight's gradient. The all-parameter fallback
+    /// ([`crate::CandleModelBuilder::all_parameters`]) gives the tied weight's whole
+    /// gradient (both uses summed).
+    pub fn tied_linear(
+        &mut self,
+        name: &str,
+        layer: &Linear,
+        x: &Tensor,
+        tied_to: &str,
+    ) -> candle::Result<Tensor> {
+        let y = self.linear(name, layer, x)?;
+        if let Some(call) = self.calls.last_mut().filter(|c| c.name == name) {
+            call.tied_to = Some(tied_to.to_string());
+        }
+        Ok(y)
     }
 
     /// A 2-D convolution through `layer` (`x` is `B × C × H × W`). Grouped and dilated
@@ -223,6 +247,7 @@ impl Recorder {
             input: x.detach(),
             output: y.detach(),
             tap,
+            tied_to: None,
         });
         Ok(out)
     }
