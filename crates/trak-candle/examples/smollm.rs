@@ -109,6 +109,10 @@ fn throughput(
 ) -> Result<(), Box<dyn std::error::Error>> {
     let docs = documents(tok, 32)?;
     let limit = llama_throughput::fwd_bwd_tokens_per_s(lm, &docs, 8, 31)?;
+    eprintln!(
+        "peak RSS after the forward + backward passes: {:.0} MB",
+        trak_demo::metagrad::peak_rss_mb()
+    );
     let runs = [
         (ProjectorKind::FACTORED, 2048, 32),
         (ProjectorKind::Sparse { s: 1 }, 2048, 8),
