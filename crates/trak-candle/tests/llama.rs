@@ -361,41 +361,24 @@ fn write_gguf(ckpt: &LlamaCheckpoint, arch: &str, path: &Path) {
     use candle::quantized::gguf_file::{self, Value};
     use candle::quantized::{GgmlDType, QTensor};
     let c = ckpt.config();
-    let meta: Vec<(String, Value)> = vec![
-        ("general.architecture".into(), Value::String(arch.into())),
-        (
-            format!("{arch}.embedding_length"),
-            Value::U32(c.hidden_size as u32),
-        ),
-        (
-            format!("{arch}.feed_forward_length"),
-            Value::U32(c.intermediate_size as u32),
-        ),
-        (
-            format!("{arch}.block_count"),
-            Value::U32(c.num_hidden_layers as u32),
-        ),
-        (
-            format!("{arch}.attention.head_count"),
-            Value::U32(c.num_attention_heads as u32),
-        ),
-        (
-            format!("{arch}.attention.head_count_kv"),
-            Value::U32(c.num_key_value_heads as u32),
-        ),
-        (
-            format!("{arch}.attention.layer_norm_rms_epsilon"),
-            Value::F32(c.rms_norm_eps as f32),
-        ),
-        (
-            format!("{arch}.rope.freq_base"),
-            Value::F32(c.rope_theta as f32),
-        ),
-        (
-            format!("{arch}.context_length"),
-            Value::U32(c.max_position_embeddings as u32),
-        ),
+    let ints = [
+        ("embedding_length", c.hidden_size),
+        ("feed_forward_length", c.intermediate_size),
+        ("block_count", c.num_hidden_layers),
+        ("attention.head_count", c.num_attention_heads),
+        ("attention.head_count_kv", c.num_key_value_heads),
+        ("context_length", c.max_position_embeddings),
     ];
+    let floats = [
+        ("attention.layer_norm_rms_epsilon", c.rms_norm_eps),
+        ("rope.freq_base", c.rope_theta),
+    ];
+    let mut meta = vec![(
+        "general.architecture".to_string(),
+        Value::String(arch.into()),
+    )];
+    meta.extend(ints.map(|(k, v)| (format!("{arch}.{k}"), Value::U32(v as u32))));
+    meta.extend(floats.map(|(k, v)| (format!("{arch}.{k}"), Value::F32(v as f32))));
     let mut tensors = Vec::new();
     for (hf, v) in ckpt.vars() {
         let mut t = v.as_tensor().clone();

@@ -94,8 +94,14 @@ impl Llama {
         &self.cfg
     }
 
-    /// Causal self-attention of block `l` on the normed input `a` (B × T × d).
-    fn attention(&self, l: usize, a: &Tensor, rec: &mut Recorder) -> candle::Result<Tensor> {
+    /// Causal self-attention of block `l` on the normed input `a` (B × T × d), with the
+    /// additive causal `mask` (T × T, built once per forward pass).
+    fn attention(
+        &self,
+        (l, mask): (usize, &Tensor),
+        a: &Tensor,
+        rec: &mut Recorder,
+    ) -> candle::Result<Tensor> {
         let (b, t, _) = a.dims3()?;
         let (cfg, blk, name) = (&self.cfg, &self.blocks[l], layout::block(l));
         let lin = |rec: &mut Recorder, i: usize, x: &Tensor| {
@@ -116,10 +122,7 @@ impl Llama {
         let groups = cfg.num_attention_heads / cfg.num_key_value_heads;
         let (k, v) = (repeat_kv(k, groups)?, repeat_kv(v, groups)?);
         let scores = (q.matmul(&k.t()?)? / (cfg.head_dim as f64).sqrt())?;
-        let p = candle_nn::ops::softmax(
-            &scores.broadcast_add(&causal_mask(t, a.device())?)?,
-            D::Minus1,
-        )?;
+        let p = candle_nn::ops::softmax(&scores.broadcast_add(mask)?, D::Minus1)?;
         let y = p
             .matmul(&v.contiguous()?)?
             .transpose(1, 2)?
@@ -153,9 +156,10 @@ impl Network for Llama {
             candle::bail!("a context of {t} positions is longer than the model's {limit}");
         }
         let mut h = self.embed.forward(x)?;
+        let mask = causal_mask(t, x.device())?;
         for l in 0..self.blocks.len() {
             let a = self.norm(&h, &self.blocks[l].input_norm)?;
-            h = (h + self.attention(l, &a, rec)?)?;
+            h = (h + self.attention((l, &mask), &a, rec)?)?;
             let a = self.norm(&h, &self.blocks[l].post_norm)?;
             h = (h + self.mlp(l, &a, rec)?)?;
         }
