@@ -538,6 +538,20 @@ pub enum Unattributable {
         /// The same derivative by central finite differences.
         finite_difference: f64,
     },
+    /// No gradient reaches this parameter: the forward pass does not compute with it (it was
+    /// loaded as a plain tensor), or every path from it to the output goes through an op
+    /// without a backward pass (candle-nn 0.11's fused `rms_norm`, `layer_norm`,
+    /// `softmax_last_dim` and `rope` have none).
+    NoGradient,
+    /// The parameter's gradient disagrees with central finite differences of the model
+    /// output with respect to the parameter itself: an op between it and the output has a
+    /// wrong or missing backward pass on some of the paths, so the gradient is partial.
+    ParameterGradientCheck {
+        /// The directional derivative the backward pass gives.
+        backward: f64,
+        /// The same derivative by central finite differences.
+        finite_difference: f64,
+    },
 }
 
 impl std::fmt::Display for Unattributable {
@@ -568,6 +582,21 @@ impl std::fmt::Display for Unattributable {
                 "the backward pass disagrees with finite differences at its output \
                  (directional derivative {backward:.6e} by backward, {finite_difference:.6e} \
                  by finite differences): an op after this layer has a wrong gradient"
+            ),
+            Unattributable::NoGradient => f.write_str(
+                "no gradient reaches it: the forward pass does not compute with this variable, \
+                 or every path to the output goes through an op without a backward pass \
+                 (candle-nn's fused rms_norm, layer_norm, softmax_last_dim, rope)",
+            ),
+            Unattributable::ParameterGradientCheck {
+                backward,
+                finite_difference,
+            } => write!(
+                f,
+                "its gradient disagrees with finite differences (directional derivative \
+                 {backward:.6e} by backward, {finite_difference:.6e} by finite differences): an \
+                 op between it and the output has a missing or wrong backward pass on some \
+                 paths, so the gradient would be partial"
             ),
         }
     }

@@ -291,3 +291,29 @@ fn prefix_ridge_and_precomputed_targets_agree_with_the_direct_route() {
         .unwrap();
     assert_eq!(a, c);
 }
+
+#[test]
+fn solved_targets_give_the_checkpoint_scores_row_by_row() {
+    let (train, targets) = (class_samples(60, 6, 4, 5), class_samples(7, 6, 4, 6));
+    let m = &models(1, LIN, Margin)[0];
+    let trak = Trak::builder().proj_dim(16).build().unwrap();
+    let mut feats = trak.featurizer();
+    feats.featurize(0, m, &train).unwrap();
+    let phi = feats.features(0).unwrap().to_owned();
+    let index = feats.finalize().unwrap();
+    let psi = index.target_features(0, m, &targets).unwrap();
+    let y = index.solve_targets(0, psi.view()).unwrap();
+    assert_eq!(y.dim(), (16, targets.len()));
+    let want = index.checkpoint_scores(0, m, &targets).unwrap();
+    let got = phi.mapv(f64::from).dot(&y);
+    let err = (&got - &want).iter().fold(0f64, |a, v| a.max(v.abs()));
+    let scale = want.iter().fold(0f64, |a, v| a.max(v.abs()));
+    assert!(
+        err <= 1e-9 * scale,
+        "Φ Y vs checkpoint scores: {err} of {scale}"
+    );
+    assert!(matches!(
+        index.solve_targets(9, psi.view()),
+        Err(trak::Error::UnknownCheckpoint(9))
+    ));
+}

@@ -99,6 +99,19 @@ impl TrakIndex {
         Ok(acc)
     }
 
+    /// The solved targets of one checkpoint, Y_m = (Φ_mᵀ W Φ_m + λI)⁻¹ Ψ_mᵀ (k × targets, f64;
+    /// W is the weighting's diagonal), for target features Ψ_m (targets × k). The
+    /// checkpoint's un-weighted scores are Φ_m Y_m ([`TrakIndex::checkpoint_scores`]), so a
+    /// training example's score is linear in its feature row: split the row into parts (the
+    /// features of each token of a document, which sum to the document's) and each part's
+    /// dot product with Y_m is its share of the score.
+    pub fn solve_targets(&self, checkpoint: u64, psi: ArrayView2<'_, f32>) -> Result<Array2<f64>> {
+        let y = self.get(checkpoint)?.factor.solve_targets(psi)?;
+        Ok(Array2::from_shape_fn((y.nrows(), y.ncols()), |(i, j)| {
+            y[(i, j)]
+        }))
+    }
+
     /// TRAK scores of `targets` from the ensemble `checkpoints` (each an id given to
     /// [`crate::TrainFeatures::featurize`] and the model at that checkpoint):
     ///

@@ -16,6 +16,8 @@
 //! cargo run --release -p trak-candle --example lm_facts [-- --quick]
 //! ```
 
+#[path = "support/fact_metrics.rs"]
+mod fact_metrics;
 #[path = "support/facts.rs"]
 mod facts;
 #[path = "support/lm_facts.rs"]

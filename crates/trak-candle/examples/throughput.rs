@@ -16,6 +16,8 @@
 //! Prints `THROUGHPUT model=… path=… projector=… batch=… ex_per_s=…` lines and
 //! `RATIO model=mlp projector=factored batch=… candle_over_builtin=…`.
 
+#[path = "support/fact_metrics.rs"]
+mod fact_metrics;
 #[path = "support/facts.rs"]
 mod facts;
 #[path = "support/lm_facts.rs"]

@@ -99,8 +99,10 @@ where
     }
 
     /// Whether `build` checks candle's backward pass against finite differences at every
-    /// attributed layer (default: yes; see [`crate::gradcheck`]). The check costs two forward
-    /// passes of one chunk per layer.
+    /// attributed layer (default: yes; see [`crate::gradcheck`]), and, with
+    /// [`CandleModelBuilder::all_parameters`], every variable's gradient on the first probe
+    /// example. The check costs two forward passes of one chunk per layer, and up to seven
+    /// forward passes of one example per variable.
     pub fn gradient_check(mut self, on: bool) -> Self {
         self.gradient_check = on;
         self
@@ -227,7 +229,7 @@ where
             _example: PhantomData,
         };
         if let Params::All(vars) = &model.params {
-            check_vars_used(&model, vars, &probe[0])?;
+            check_vars_used(&model, vars, &probe[0], self.gradient_check)?;
         }
         Ok(model)
     }
@@ -271,11 +273,14 @@ fn check_vars(vars: &[(String, Var)]) -> trak::Result<u64> {
 }
 
 /// Every listed variable must receive a gradient on the probe example: one that does not is
-/// not a variable the network computes with (e.g. weights loaded as plain tensors).
+/// not a variable the network computes with (e.g. weights loaded as plain tensors), or sits
+/// behind ops without a backward pass. With `gradient_check`, each gradient is then checked
+/// against finite differences ([`crate::gradcheck::check_params`]).
 fn check_vars_used<E, N, C, O>(
     m: &CandleModel<E, N, C, O>,
     vars: &[(String, Var)],
     e: &E,
+    gradient_check: bool,
 ) -> trak::Result<()>
 where
     E: Sync,
@@ -286,14 +291,18 @@ where
     let p: usize = vars.iter().map(|(_, v)| v.elem_count()).sum();
     let mut row = ndarray::Array1::zeros(p);
     let used = crate::fallback::example(m, vars, e, 0, row.view_mut())?;
-    match vars.iter().zip(used).find(|(_, u)| !u) {
-        Some(((name, _), _)) => Err(Error::InvalidParameter {
-            parameter: "all_parameters",
-            value: name.clone(),
-            expected: "variables the forward pass computes with (build the network from \
-                       these Vars, e.g. with VarBuilder::from_varmap)"
-                .into(),
-        }),
-        None => Ok(()),
+    if let Some(((name, _), _)) = vars.iter().zip(used).find(|(_, u)| !u) {
+        return Err(refuse(name, Unattributable::NoGradient));
     }
+    if !gradient_check {
+        return Ok(());
+    }
+    let f = || -> trak::Result<f64> {
+        let x = padded_inputs(&m.collate, std::slice::from_ref(e), 1, &m.device)?;
+        let (z, _) = forward(&m.net, &x, Mode::Attached, "the parameter gradient check")?;
+        let (_, values) = crate::pass::eval_outputs(&m.output, &z, std::slice::from_ref(e), 0)?;
+        Ok(values[0].f as f64)
+    };
+    let row = row.as_slice().expect("a fresh array is contiguous");
+    crate::gradcheck::check_params(&f, vars, row)
 }

@@ -117,3 +117,105 @@ impl<E, N: Network, O: Objective<E>> Check<'_, E, N, O> {
         Ok(())
     }
 }
+
+/// Directions per parameter of [`check_params`]: the gradient's own, and two seeded random
+/// ones (a gradient that misses the part of some paths can be orthogonal to what it keeps).
+const PARAM_DIRECTIONS: usize = 3;
+/// Parameter step, relative to the parameter's norm.
+const PARAM_STEP: f64 = 1e-3;
+
+/// Checks each parameter's gradient `row` (the fallback's layout) on one example against
+/// central differences of f with respect to the parameter itself, along the gradient and two
+/// seeded random directions; the first parameter that fails is refused with
+/// [`Unattributable::ParameterGradientCheck`]. The parameters are restored afterwards.
+pub(crate) fn check_params(
+    f: &dyn Fn() -> trak::Result<f64>,
+    vars: &[(String, candle::Var)],
+    row: &[f32],
+) -> trak::Result<()> {
+    let mut off = 0;
+    for (i, (name, v)) in vars.iter().enumerate() {
+        let n = v.elem_count();
+        let g = &row[off..off + n];
+        off += n;
+        let theta = v.as_tensor().copy().ctx("the parameter gradient check")?;
+        let result = check_param(f, v, &theta, g, i as u64);
+        v.set(&theta).ctx("restoring a parameter")?;
+        if let Some((backward, finite_difference)) = result? {
+            let reason = Unattributable::ParameterGradientCheck {
+                backward,
+                finite_difference,
+            };
+            return Err(refuse(name, reason));
+        }
+    }
+    Ok(())
+}
+
+/// The first disagreeing (backward, finite difference) pair of one parameter, if any.
+fn check_param(
+    f: &dyn Fn() -> trak::Result<f64>,
+    v: &candle::Var,
+    theta: &Tensor,
+    g: &[f32],
+    seed: u64,
+) -> trak::Result<Option<(f64, f64)>> {
+    let values = theta
+        .flatten_all()
+        .and_then(|t| t.to_vec1::<f32>())
+        .ctx("the parameter gradient check")?;
+    let norm = |x: &[f32]| x.iter().map(|&a| (a as f64).powi(2)).sum::<f64>().sqrt();
+    let h = PARAM_STEP * norm(&values).max(1e-3);
+    let f0 = f()?;
+    for d in 0..PARAM_DIRECTIONS {
+        let u = direction(g, d, seed);
+        let un = norm(&u);
+        if un == 0.0 {
+            continue;
+        }
+        let backward: f64 = g
+            .iter()
+            .zip(&u)
+            .map(|(&a, &b)| a as f64 * b as f64)
+            .sum::<f64>()
+            / un;
+        let at = |s: f64| -> trak::Result<f64> {
+            let moved: Vec<f32> = values
+                .iter()
+                .zip(&u)
+                .map(|(&x, &b)| (x as f64 + s * h * b as f64 / un) as f32)
+                .collect();
+            let t = Tensor::from_vec(moved, theta.shape(), theta.device());
+            t.and_then(|t| v.set(&t))
+                .ctx("the parameter gradient check")?;
+            f()
+        };
+        let fd = (at(1.0)? - at(-1.0)?) / (2.0 * h);
+        // f is computed in f32: differences below its rounding are noise.
+        let floor = 1e-5 * (f0.abs() + 1.0) / h;
+        if (fd - backward).abs() > TOLERANCE * backward.abs().max(fd.abs()) + floor {
+            return Ok(Some((backward, fd)));
+        }
+    }
+    Ok(None)
+}
+
+/// Direction `d` of a parameter: its gradient for d = 0, else seeded uniform ±1 entries.
+fn direction(g: &[f32], d: usize, seed: u64) -> Vec<f32> {
+    if d == 0 {
+        return g.to_vec();
+    }
+    let mut state = 0x9e37_79b9_7f4a_7c15u64 ^ seed.wrapping_mul(0xd134_2543_de82_ef95) ^ d as u64;
+    (0..g.len())
+        .map(|_| {
+            state ^= state >> 12;
+            state ^= state << 25;
+            state ^= state >> 27;
+            if state.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 63 == 0 {
+                1.0
+            } else {
+                -1.0
+            }
+        })
+        .collect()
+}

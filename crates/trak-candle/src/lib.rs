@@ -14,7 +14,10 @@
 //! per-example weight gradients are Σ_t δ_t a_tᵀ ([`factors`]). The factored projector uses
 //! the factors directly. Layers can be restricted by name
 //! ([`CandleModelBuilder::layers`]), or every parameter (norms, embeddings) attributed through
-//! one backward pass per example ([`CandleModelBuilder::all_parameters`]). By default only
+//! one backward pass per example ([`CandleModelBuilder::all_parameters`]). A model nobody
+//! instrumented goes through the same per-example route unmodified: [`capture::VarCapture`]
+//! hands its weights out as variables through a `VarBuilder`, [`network::from_fn`] wraps its
+//! forward pass. By default only
 //! linear and convolutional layers are attributed (in a transformer: the attention
 //! projections and the MLP blocks, with one position per token); embeddings and norms are
 //! left out unless the fallback is asked for.
@@ -70,6 +73,7 @@
 #![warn(missing_docs)]
 
 mod builder;
+pub mod capture;
 pub mod collate;
 mod error;
 pub mod factors;

@@ -27,3 +27,27 @@ impl<N: Network + ?Sized + Send> Network for std::sync::Arc<N> {
         (**self).forward(x, rec)
     }
 }
+
+/// A network from an unmodified forward pass (`x ↦ raw outputs`) that routes nothing
+/// through the recorder: attribute its weights with
+/// [`crate::CandleModelBuilder::all_parameters`] (for example those of a
+/// [`crate::capture::VarCapture`]). Build it with [`from_fn`].
+#[derive(Debug, Clone, Copy)]
+pub struct FnNetwork<F>(F);
+
+/// Wraps an unmodified forward pass as a [`Network`] (see [`FnNetwork`]).
+pub fn from_fn<F>(forward: F) -> FnNetwork<F>
+where
+    F: Fn(&Tensor) -> candle::Result<Tensor> + Sync,
+{
+    FnNetwork(forward)
+}
+
+impl<F> Network for FnNetwork<F>
+where
+    F: Fn(&Tensor) -> candle::Result<Tensor> + Sync,
+{
+    fn forward(&self, x: &Tensor, _rec: &mut Recorder) -> candle::Result<Tensor> {
+        (self.0)(x)
+    }
+}

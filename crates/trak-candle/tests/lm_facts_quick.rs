@@ -2,6 +2,8 @@
 //! than random scores, and removing the top proponents lowers the completions' log-probability
 //! more than removing as many random documents.
 
+#[path = "../examples/support/fact_metrics.rs"]
+mod fact_metrics;
 #[path = "../examples/support/facts.rs"]
 mod facts;
 #[path = "../examples/support/lm_facts.rs"]

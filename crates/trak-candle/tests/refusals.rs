@@ -177,8 +177,8 @@ fn unknown_layer_names_and_unused_variables_are_invalid_parameters() {
     assert!(
         matches!(
             r,
-            Err(Error::InvalidParameter {
-                parameter: "all_parameters",
+            Err(Error::Unattributable {
+                reason: Unattributable::NoGradient,
                 ..
             })
         ),

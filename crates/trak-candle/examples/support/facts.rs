@@ -6,7 +6,7 @@
 // Shared by several examples and tests; not each uses every item.
 #![allow(dead_code)]
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 
 use rand::seq::{IndexedRandom, SliceRandom};
 use rand::{RngExt, SeedableRng};
@@ -205,48 +205,4 @@ pub fn generate(facts: usize, fillers: usize, seed: u64) -> Corpus {
         docs: docs.into_iter().map(|(d, _)| d).collect(),
         facts: planted,
     }
-}
-
-/// BM25 scores (k1 = 1.2, b = 0.75) of every document for `query`, over words.
-pub fn bm25(docs: &[String], query: &str) -> Vec<f32> {
-    let words = |s: &str| -> Vec<String> {
-        s.split([' ', '.'])
-            .filter(|w| !w.is_empty())
-            .map(String::from)
-            .collect()
-    };
-    let tokenized: Vec<Vec<String>> = docs.iter().map(|d| words(d)).collect();
-    let avg = tokenized.iter().map(Vec::len).sum::<usize>() as f64 / docs.len() as f64;
-    let mut df: HashMap<&str, usize> = HashMap::new();
-    for d in &tokenized {
-        for w in d.iter().collect::<HashSet<_>>() {
-            *df.entry(w.as_str()).or_default() += 1;
-        }
-    }
-    let n = docs.len() as f64;
-    let q = words(query);
-    tokenized
-        .iter()
-        .map(|d| {
-            q.iter()
-                .map(|w| {
-                    let tf = d.iter().filter(|x| *x == w).count() as f64;
-                    let dfw = *df.get(w.as_str()).unwrap_or(&0) as f64;
-                    let idf = ((n - dfw + 0.5) / (dfw + 0.5) + 1.0).ln();
-                    idf * tf * 2.2 / (tf + 1.2 * (0.25 + 0.75 * d.len() as f64 / avg))
-                })
-                .sum::<f64>() as f32
-        })
-        .collect()
-}
-
-/// Rank (1-based) of the first relevant document when `scores` are sorted descending (ties:
-/// lower index first).
-pub fn first_relevant_rank(scores: &[f32], relevant: &[usize]) -> usize {
-    let mut order: Vec<usize> = (0..scores.len()).collect();
-    order.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]).then(a.cmp(&b)));
-    order
-        .iter()
-        .position(|i| relevant.contains(i))
-        .map_or(scores.len() + 1, |p| p + 1)
 }

@@ -14,6 +14,7 @@ use trak::{ProjectorKind, Result, Trak};
 use trak_candle::{CandleContext, CandleModel, SequenceObjective, TokenCollate, TokenSeq};
 use trak_demo::protocol::{baseline_scores, featurize_all};
 
+use super::fact_metrics::{FactsRow, RemovalRow, bm25_matrix, top_docs, tracing};
 use super::facts::{self, Corpus, PAD, VOCAB};
 use super::tiny_lm::{self, LmConfig, LmTraining, TinyLm};
 
@@ -98,54 +99,6 @@ impl FactsConfig {
     }
 }
 
-/// Fact tracing quality of one method.
-#[derive(Debug, Clone)]
-pub struct FactsRow {
-    /// `trak`, `grad-dot`, `grad-cos`, `random` or `lexical`.
-    pub method: &'static str,
-    /// Fraction of queries with a stating document ranked first.
-    pub recall1: f64,
-    /// … in the top 10.
-    pub recall10: f64,
-    /// Mean reciprocal rank of the first stating document.
-    pub mrr: f64,
-}
-
-impl FactsRow {
-    /// `FACTS method=… recall@1=… recall@10=… mrr=…`.
-    pub fn line(&self) -> String {
-        format!(
-            "FACTS method={} recall@1={:.3} recall@10={:.3} mrr={:.3}",
-            self.method, self.recall1, self.recall10, self.mrr
-        )
-    }
-}
-
-/// The removal check of one kind.
-#[derive(Debug, Clone)]
-pub struct RemovalRow {
-    /// `top` (the queries' top proponents) or `random`.
-    pub kind: &'static str,
-    /// Documents removed per query.
-    pub k: usize,
-    /// Queries.
-    pub queries: usize,
-    /// Documents removed in all (the union over queries; random removes as many).
-    pub removed: usize,
-    /// Mean change of log p(completion | prompt), retrained minus original.
-    pub mean_delta_logp: f64,
-}
-
-impl RemovalRow {
-    /// `REMOVAL kind=… k=… queries=… mean_delta_logp=…`.
-    pub fn line(&self) -> String {
-        format!(
-            "REMOVAL kind={} k={} queries={} mean_delta_logp={:.3}",
-            self.kind, self.k, self.queries, self.mean_delta_logp
-        )
-    }
-}
-
 /// What a run measured.
 pub struct FactsOutput {
     /// One row per method.
@@ -203,29 +156,14 @@ fn method_scores(
     for (method, s) in baseline_scores(&feats, &psis, models.len(), cfg.seed)? {
         out.push((method, s.values().to_owned()));
     }
-    let mut lex = Array2::zeros((docs.len(), queries.len()));
-    for (q, f) in corpus.facts.iter().enumerate() {
-        let s = facts::bm25(&corpus.docs, &format!("{}{}", f.prompt, f.completion));
-        lex.column_mut(q).assign(&ndarray::Array1::from(s));
-    }
-    out.push(("lexical", lex));
-    Ok(out)
-}
-
-fn tracing(corpus: &Corpus, method: &'static str, s: &Array2<f32>) -> FactsRow {
-    let ranks: Vec<usize> = corpus
+    let texts: Vec<String> = corpus
         .facts
         .iter()
-        .enumerate()
-        .map(|(q, f)| facts::first_relevant_rank(&s.column(q).to_vec(), &f.docs))
+        .map(|f| format!("{}{}", f.prompt, f.completion))
         .collect();
-    let n = ranks.len() as f64;
-    FactsRow {
-        method,
-        recall1: ranks.iter().filter(|&&r| r == 1).count() as f64 / n,
-        recall10: ranks.iter().filter(|&&r| r <= 10).count() as f64 / n,
-        mrr: ranks.iter().map(|&r| 1.0 / r as f64).sum::<f64>() / n,
-    }
+    let lex = bm25_matrix(&corpus.docs, &texts);
+    out.push(("lexical", lex));
+    Ok(out)
 }
 
 /// Retrains (seed 0) without `removed` and returns the change of each query's log-prob.
@@ -269,10 +207,7 @@ fn removal(
     let qs: Vec<TokenSeq> = picked.iter().map(|&q| queries[q].clone()).collect();
     let mut top: Vec<usize> = Vec::new();
     for &q in &picked {
-        let col = trak_scores.column(q).to_vec();
-        let mut order: Vec<usize> = (0..col.len()).collect();
-        order.sort_by(|&a, &b| col[b].total_cmp(&col[a]).then(a.cmp(&b)));
-        top.extend(order.into_iter().take(cfg.removal_k));
+        top.extend(top_docs(trak_scores, q, cfg.removal_k));
     }
     top.sort_unstable();
     top.dedup();
@@ -329,7 +264,11 @@ pub fn run(cfg: &FactsConfig) -> Result<FactsOutput> {
         .collect::<Result<Vec<_>>>()?;
     let params = trak::Model::num_params(&models[0]);
     let scores = method_scores(cfg, &corpus, &models, &docs, &queries)?;
-    let facts = scores.iter().map(|(m, s)| tracing(&corpus, m, s)).collect();
+    let relevant: Vec<Vec<usize>> = corpus.facts.iter().map(|f| f.docs.clone()).collect();
+    let facts = scores
+        .iter()
+        .map(|(m, s)| tracing(&relevant, m, None, s))
+        .collect();
     let removal = removal(cfg, lm, &docs, &queries, &scores[0].1, &nets[0])?;
     Ok(FactsOutput {
         facts,

@@ -1,0 +1,700 @@
+//! The protocol of `smollm_facts`: fine-tune a Llama-family model (SmolLM2-135M from its
+//! GGUF file, or a tiny random configuration for `--quick`) on the English planted-facts
+//! corpus, attribute each query's completion to the training documents with every method and
+//! layer set, check counterfactually by fine-tuning again without the top proponents, and
+//! split the top document's score over its tokens.
+
+// Shared by the example and its test.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use candle::{D, Device, Tensor};
+use candle_nn::{Optimizer, ParamsAdamW};
+use ndarray::Array2;
+use rand::SeedableRng;
+use rand::seq::SliceRandom;
+use rand_chacha::ChaCha8Rng;
+use trak::{ProjectorKind, Result, Trak, TrakIndex};
+use trak_candle::models::llama::{
+    Architecture, Llama, LlamaCheckpoint, LlamaConfig, gguf_tokenizer, layout,
+};
+use trak_candle::{
+    CandleContext, CandleModel, Collate, Network, Recorder, SequenceObjective, TokenCollate,
+    TokenSeq,
+};
+use trak_demo::protocol::baseline_scores;
+
+use super::english_facts::{self, Corpus};
+use super::fact_metrics::{FactsRow, RemovalRow, bm25_matrix, top_docs, tracing};
+use super::tokens::Tokens;
+
+/// Where the pretrained model comes from.
+#[derive(Debug, Clone)]
+pub enum Source {
+    /// A llama.cpp GGUF file (SmolLM2-135M-Instruct: `scripts/fetch-smollm2.sh`).
+    Gguf(PathBuf),
+    /// A tiny random Llama (width 64, 2 blocks) over a word vocabulary of the corpus.
+    Tiny,
+}
+
+/// Settings of a run.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The model.
+    pub source: Source,
+    /// Planted facts (relations in turn).
+    pub facts: usize,
+    /// Filler documents.
+    pub fillers: usize,
+    /// Corpus, data order and projection seed.
+    pub seed: u64,
+    /// Fine-tuning epochs (every fine-tuning: the attributed model and the removals).
+    pub epochs: usize,
+    /// Documents per fine-tuning step.
+    pub batch: usize,
+    /// AdamW learning rate.
+    pub lr: f64,
+    /// Whether the token embedding (tied to the head) is fine-tuned too.
+    pub train_embedding: bool,
+    /// Projection dimension (factored projector).
+    pub k: usize,
+    /// Documents per adapter chunk (one padded forward + backward pass).
+    pub chunk: usize,
+    /// Top proponents of each query removed in the counterfactual.
+    pub removal_k: usize,
+    /// Queries whose top document's score is split over its tokens.
+    pub influence: usize,
+    /// Whether to measure featurisation throughput against forward + backward.
+    pub throughput: bool,
+    /// Whether the adapter checks its gradients against finite differences when built.
+    pub gradient_check: bool,
+    /// Progress on stderr.
+    pub verbose: bool,
+}
+
+impl Config {
+    /// SmolLM2-135M from `gguf`: 18 facts, 100 fillers, 5 epochs of batches of 8 at lr 3e-4
+    /// (embedding frozen), k = 2,048, top 3 removed per query, 3 token splits, throughput.
+    pub fn full(gguf: PathBuf) -> Self {
+        Self {
+            source: Source::Gguf(gguf),
+            facts: 18,
+            fillers: 100,
+            seed: 0,
+            epochs: 5,
+            batch: 8,
+            lr: 3e-4,
+            train_embedding: false,
+            k: 2048,
+            chunk: 8,
+            removal_k: 3,
+            influence: 3,
+            throughput: true,
+            gradient_check: false,
+            verbose: true,
+        }
+    }
+
+    /// The tiny random model trained from scratch: 12 facts, 40 fillers, 40 epochs, k = 512,
+    /// gradient check on: seconds.
+    pub fn quick() -> Self {
+        Self {
+            source: Source::Tiny,
+            facts: 12,
+            fillers: 40,
+            epochs: 40,
+            lr: 3e-3,
+            train_embedding: true,
+            k: 512,
+            removal_k: 2,
+            influence: 2,
+            gradient_check: true,
+            ..Self::full(PathBuf::new())
+        }
+    }
+
+    fn log(&self, msg: impl AsRef<str>) {
+        if self.verbose {
+            eprintln!("[smollm_facts] {}", msg.as_ref());
+        }
+    }
+}
+
+/// One query's top document with its score split over its tokens.
+#[derive(Debug, Clone)]
+pub struct Influence {
+    /// The query (index of the fact).
+    pub query: usize,
+    /// Its prompt and completion.
+    pub text: String,
+    /// The top TRAK document (index) and whether it states the fact.
+    pub doc: usize,
+    /// Whether the top document states the query's fact.
+    pub states: bool,
+    /// Each predicted token of the document and its share of the document's score.
+    pub tokens: Vec<(String, f64)>,
+    /// |Σ token scores − document score| / |document score| (the split is exact up to it).
+    pub split_error: f64,
+}
+
+impl Influence {
+    /// `INFLUENCE query=… states=… doc=… text="…"`: tokens with ≥ 10 % of the score are
+    /// marked `[token|+23%]`.
+    pub fn line(&self) -> String {
+        let text: String = self
+            .tokens
+            .iter()
+            .map(|(t, s)| match s.abs() >= 0.1 {
+                true => format!("[{t}|{:+.0}%]", 100.0 * s),
+                false => t.clone(),
+            })
+            .collect();
+        format!(
+            "INFLUENCE query={:?} doc={} states={} split_error={:.1e} text={text:?}",
+            self.text, self.doc, self.states, self.split_error
+        )
+    }
+}
+
+/// Featurisation throughput of one projector against the model's forward + backward.
+#[derive(Debug, Clone)]
+pub struct Throughput {
+    /// The projector.
+    pub projector: String,
+    /// Feature dimension.
+    pub k: usize,
+    /// Featurised predicted tokens per second.
+    pub tokens_per_s: f64,
+    /// The model's own batched forward + backward, same documents, same run.
+    pub fwd_bwd_tokens_per_s: f64,
+}
+
+impl Throughput {
+    /// `THROUGHPUT projector=… k=… tokens_per_s=… fwd_bwd_tokens_per_s=… ratio=…`.
+    pub fn line(&self) -> String {
+        format!(
+            "THROUGHPUT projector={} k={} tokens_per_s={:.1} fwd_bwd_tokens_per_s={:.1} ratio={:.3}",
+            self.projector,
+            self.k,
+            self.tokens_per_s,
+            self.fwd_bwd_tokens_per_s,
+            self.tokens_per_s / self.fwd_bwd_tokens_per_s
+        )
+    }
+}
+
+/// What a run measured.
+pub struct Output {
+    /// Fact tracing per method and layer set.
+    pub facts: Vec<FactsRow>,
+    /// `top` and `random` removals.
+    pub removal: Vec<RemovalRow>,
+    /// Token splits of top documents.
+    pub influence: Vec<Influence>,
+    /// Throughput rows (empty unless asked for).
+    pub throughput: Vec<Throughput>,
+    /// Documents, predicted tokens of the corpus, model parameters.
+    pub docs: usize,
+    /// Predicted tokens of the corpus.
+    pub tokens: usize,
+    /// Parameters of the model.
+    pub params: usize,
+    /// Mean log p(completion | prompt) before and after fine-tuning.
+    pub logp: (f64, f64),
+}
+
+/// The tiny random configuration of `--quick`.
+fn tiny_config(vocab: usize) -> LlamaConfig {
+    LlamaConfig {
+        architecture: Architecture::Llama,
+        vocab_size: vocab,
+        hidden_size: 64,
+        intermediate_size: 128,
+        num_hidden_layers: 2,
+        num_attention_heads: 4,
+        num_key_value_heads: 2,
+        head_dim: 16,
+        rms_norm_eps: 1e-5,
+        rope_theta: 10_000.0,
+        max_position_embeddings: 64,
+        tie_word_embeddings: true,
+        qkv_bias: false,
+        sliding_window: None,
+    }
+}
+
+/// The pretrained weights (copies, never trained) and the tokenizer.
+struct Pretrained {
+    config: LlamaConfig,
+    tensors: HashMap<String, Tensor>,
+    tokens: Tokens,
+}
+
+impl Pretrained {
+    fn load(cfg: &Config, corpus: &Corpus) -> Result<Self> {
+        let ckpt = match &cfg.source {
+            Source::Gguf(path) => {
+                let tokens = Tokens::Gguf(Box::new(gguf_tokenizer(path)?));
+                (LlamaCheckpoint::from_gguf(path, &Device::Cpu)?, tokens)
+            }
+            Source::Tiny => {
+                let tokens = Tokens::words(&corpus.docs, &query_texts(corpus));
+                let config = tiny_config(tokens.vocab());
+                (
+                    LlamaCheckpoint::random(config, cfg.seed, &Device::Cpu)?,
+                    tokens,
+                )
+            }
+        };
+        let (ckpt, tokens) = ckpt;
+        let tensors = ckpt
+            .vars()
+            .iter()
+            .map(|(n, v)| Ok((n.clone(), v.as_tensor().copy()?)))
+            .collect::<candle::Result<_>>()
+            .ctx("copying the pretrained weights")?;
+        Ok(Self {
+            config: ckpt.config().clone(),
+            tensors,
+            tokens,
+        })
+    }
+
+    /// A fresh checkpoint with the pretrained weights.
+    fn checkpoint(&self) -> Result<LlamaCheckpoint> {
+        let path = std::path::Path::new("<pretrained>");
+        LlamaCheckpoint::from_tensors(self.config.clone(), self.tensors.clone(), path)
+    }
+}
+
+fn query_texts(corpus: &Corpus) -> Vec<String> {
+    corpus
+        .facts
+        .iter()
+        .map(|f| format!("{}{}", f.prompt, f.completion))
+        .collect()
+}
+
+/// Σ log p of each sequence's counted tokens (`B`), the weights attached.
+fn seq_logp(lm: &Llama, batch: &[TokenSeq]) -> candle::Result<Tensor> {
+    let context = batch.iter().map(|s| s.tokens.len() - 1).max().unwrap_or(1);
+    let collate = TokenCollate { context, pad: 0 };
+    let x = collate.inputs(batch, &Device::Cpu)?;
+    let logp = candle_nn::ops::log_softmax(&lm.forward(&x, &mut Recorder::training())?, D::Minus1)?;
+    let (mut next, mut weight) = (
+        vec![0u32; batch.len() * context],
+        vec![0f32; batch.len() * context],
+    );
+    for (b, s) in batch.iter().enumerate() {
+        for p in 0..s.tokens.len() - 1 {
+            next[b * context + p] = s.tokens[p + 1];
+            weight[b * context + p] = (p + 1 >= s.prompt_len) as u8 as f32;
+        }
+    }
+    let next = Tensor::from_vec(next, (batch.len(), context, 1), &Device::Cpu)?;
+    let weight = Tensor::from_vec(weight, (batch.len(), context), &Device::Cpu)?;
+    (logp.gather(&next, 2)?.squeeze(2)? * weight)?.sum(1)
+}
+
+/// log p(completion | prompt) of each query.
+fn log_probs(lm: &Llama, queries: &[TokenSeq]) -> Result<Vec<f32>> {
+    seq_logp(lm, queries)
+        .and_then(|t| t.to_vec1::<f32>())
+        .ctx("scoring the queries")
+}
+
+/// Fine-tunes a fresh copy of the pretrained weights on `docs` (AdamW, seeded order).
+/// `queries`' mean log p(completion) is logged after every epoch.
+fn fine_tune(
+    cfg: &Config,
+    pre: &Pretrained,
+    docs: &[TokenSeq],
+    queries: &[TokenSeq],
+) -> Result<LlamaCheckpoint> {
+    let ckpt = pre.checkpoint()?;
+    let vars = ckpt
+        .vars()
+        .iter()
+        .filter(|(n, _)| cfg.train_embedding || n != layout::EMBED)
+        .map(|(_, v)| v.clone())
+        .collect();
+    let params = ParamsAdamW {
+        lr: cfg.lr,
+        weight_decay: 0.0,
+        ..Default::default()
+    };
+    let mut opt = candle_nn::AdamW::new(vars, params).ctx("the optimiser")?;
+    let lm = ckpt.model()?;
+    let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed ^ 0x5eed);
+    let mut order: Vec<usize> = (0..docs.len()).collect();
+    let t0 = std::time::Instant::now();
+    for epoch in 0..cfg.epochs {
+        order.shuffle(&mut rng);
+        let mut total = 0f64;
+        for idx in order.chunks(cfg.batch) {
+            let batch: Vec<TokenSeq> = idx.iter().map(|&i| docs[i].clone()).collect();
+            let counted: usize = batch.iter().map(|s| s.tokens.len() - s.prompt_len).sum();
+            let mut step = || -> candle::Result<f64> {
+                let loss = (seq_logp(&lm, &batch)?.sum_all()?.neg()? / counted as f64)?;
+                opt.backward_step(&loss)?;
+                Ok(loss.to_scalar::<f32>()? as f64)
+            };
+            total += step().ctx("a fine-tuning step")? * idx.len() as f64;
+        }
+        let logp = log_probs(&lm, queries)?;
+        cfg.log(format!(
+            "epoch {}: mean loss {:.3}, queries' mean log p {:.3} ({:.0} s)",
+            epoch + 1,
+            total / docs.len() as f64,
+            logp.iter().map(|&v| v as f64).sum::<f64>() / logp.len() as f64,
+            t0.elapsed().as_secs_f64()
+        ));
+    }
+    Ok(ckpt)
+}
+
+type LmModel<'a> = CandleModel<TokenSeq, &'a Llama, TokenCollate, SequenceObjective>;
+
+/// The layer sets: every block linear, the MLPs only, the attention projections only.
+fn layer_sets(config: &LlamaConfig) -> Vec<(&'static str, Vec<String>)> {
+    let names: Vec<String> = (0..config.num_hidden_layers)
+        .flat_map(|i| {
+            layout::block_linears(config)
+                .into_iter()
+                .map(move |(n, _)| format!("{}.{n}", layout::block(i)))
+        })
+        .collect();
+    let having = |part: &str| names.iter().filter(|n| n.contains(part)).cloned().collect();
+    vec![
+        ("all", names.clone()),
+        ("mlp", having(".mlp.")),
+        ("attention", having(".self_attn.")),
+    ]
+}
+
+fn adapter<'a>(
+    cfg: &Config,
+    lm: &'a Llama,
+    context: usize,
+    layers: &[String],
+    probe: &[TokenSeq],
+) -> Result<LmModel<'a>> {
+    let vocab = lm.config().vocab_size;
+    CandleModel::builder(
+        lm,
+        TokenCollate { context, pad: 0 },
+        SequenceObjective::new(vocab),
+    )
+    .layers(layers.iter().cloned())
+    .chunk_rows(cfg.chunk)
+    .gradient_check(cfg.gradient_check)
+    .build(&probe[..probe.len().min(cfg.chunk)])
+}
+
+/// One layer set's attribution: the index, the queries' features, and the scores of TRAK,
+/// grad-dot and grad-cos (documents × queries), plus random scores.
+struct Attribution {
+    index: TrakIndex,
+    psi: Array2<f32>,
+    phi: Array2<f32>,
+    scores: Vec<(&'static str, Array2<f32>)>,
+}
+
+fn attribute(
+    cfg: &Config,
+    model: &LmModel<'_>,
+    docs: &[TokenSeq],
+    queries: &[TokenSeq],
+) -> Result<(Trak, Attribution)> {
+    let trak = Trak::builder()
+        .proj_dim(cfg.k)
+        .projector(ProjectorKind::FACTORED)
+        .batch_size(cfg.chunk)
+        .seed(cfg.seed)
+        .build()?;
+    let mut feats = trak.featurizer();
+    feats.featurize(0, model, docs)?;
+    let psi = trak.features(0, model, queries)?;
+    let index = feats.finalize()?;
+    let tr = index.score_features(&[(0, psi.view())])?.into_inner();
+    let mut scores = vec![("trak", tr)];
+    for (method, s) in baseline_scores(&feats, std::slice::from_ref(&psi), 1, cfg.seed)? {
+        scores.push((method, s.into_inner()));
+    }
+    let phi = feats
+        .features(0)
+        .expect("checkpoint 0 was featurised")
+        .to_owned();
+    Ok((
+        trak,
+        Attribution {
+            index,
+            psi,
+            phi,
+            scores,
+        },
+    ))
+}
+
+/// Splits the score of query `q`'s top document over the document's predicted tokens: each
+/// token's features (its log-probability's projected gradient) dotted with the solved target
+/// ([`TrakIndex::solve_targets`]); the features of the tokens sum to the document's.
+fn influence(
+    ctx: (&Trak, &LmModel<'_>, &Attribution),
+    tokens: &Tokens,
+    (docs, corpus): (&[TokenSeq], &Corpus),
+    q: usize,
+) -> Result<Influence> {
+    let (trak, model, att) = ctx;
+    let doc = top_docs(&att.scores[0].1, q, 1)[0];
+    let seq = &docs[doc].tokens;
+    let parts: Vec<TokenSeq> = (1..seq.len())
+        .map(|p| TokenSeq::completion(&seq[..p], &seq[p..=p]))
+        .collect();
+    let per_token = trak.features(0, model, &parts)?;
+    let y = att.index.solve_targets(0, att.psi.view())?;
+    let y = y.column(q);
+    let dot = |row: ndarray::ArrayView1<'_, f32>| -> f64 {
+        row.iter().zip(y.iter()).map(|(&a, &b)| a as f64 * b).sum()
+    };
+    let shares: Vec<f64> = per_token.rows().into_iter().map(dot).collect();
+    let total: f64 = shares.iter().sum();
+    let whole = dot(att.phi.row(doc));
+    let fact = &corpus.facts[q];
+    Ok(Influence {
+        query: q,
+        text: format!("{}{}", fact.prompt, fact.completion),
+        doc,
+        states: fact.docs.contains(&doc),
+        tokens: seq[1..]
+            .iter()
+            .zip(&shares)
+            .map(|(&t, s)| (tokens.piece(t), s / total))
+            .collect(),
+        split_error: (total - whole).abs() / whole.abs().max(f64::MIN_POSITIVE),
+    })
+}
+
+/// Fine-tunes again without `removed` and returns the mean change of the queries' log p.
+fn removal_delta(
+    cfg: &Config,
+    pre: &Pretrained,
+    docs: &[TokenSeq],
+    removed: &[usize],
+    (queries, before): (&[TokenSeq], &[f32]),
+) -> Result<f64> {
+    let kept: Vec<TokenSeq> = docs
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| !removed.contains(i))
+        .map(|(_, d)| d.clone())
+        .collect();
+    let lm = fine_tune(cfg, pre, &kept, queries)?.model()?;
+    let after = log_probs(&lm, queries)?;
+    let sum: f64 = after.iter().zip(before).map(|(a, b)| (a - b) as f64).sum();
+    Ok(sum / queries.len() as f64)
+}
+
+/// The counterfactual: the union of every query's top `removal_k` TRAK documents, and as
+/// many random documents, each removed before fine-tuning again (same seed, same settings).
+fn removal(
+    cfg: &Config,
+    pre: &Pretrained,
+    docs: &[TokenSeq],
+    (queries, before): (&[TokenSeq], &[f32]),
+    trak_scores: &Array2<f32>,
+) -> Result<Vec<RemovalRow>> {
+    let mut top: Vec<usize> = (0..queries.len())
+        .flat_map(|q| top_docs(trak_scores, q, cfg.removal_k))
+        .collect();
+    top.sort_unstable();
+    top.dedup();
+    let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed ^ 0x7e57);
+    let mut all: Vec<usize> = (0..docs.len()).collect();
+    all.shuffle(&mut rng);
+    let random: Vec<usize> = all.into_iter().take(top.len()).collect();
+    let mut rows = Vec::new();
+    for (kind, removed) in [("top", &top), ("random", &random)] {
+        cfg.log(format!(
+            "removal: fine-tuning without {} {kind} documents",
+            removed.len()
+        ));
+        let d = removal_delta(cfg, pre, docs, removed, (queries, before))?;
+        rows.push(RemovalRow {
+            kind,
+            k: cfg.removal_k,
+            queries: queries.len(),
+            removed: removed.len(),
+            mean_delta_logp: d,
+        });
+    }
+    Ok(rows)
+}
+
+/// Factored, sparse and dense featurisation of `docs` against the model's forward +
+/// backward on the same documents.
+fn throughput(
+    cfg: &Config,
+    lm: &Llama,
+    docs: &[TokenSeq],
+    context: usize,
+) -> Result<Vec<Throughput>> {
+    let limit = super::llama_throughput::fwd_bwd_tokens_per_s(lm, docs, cfg.chunk, context)?;
+    let runs = [
+        ("factored", ProjectorKind::FACTORED, cfg.k, docs.len()),
+        (
+            "sparse",
+            ProjectorKind::Sparse { s: 1 },
+            cfg.k,
+            docs.len().min(2 * cfg.chunk),
+        ),
+        ("dense", ProjectorKind::Rademacher, 512, docs.len().min(2)),
+    ];
+    let mut rows = Vec::new();
+    for (name, kind, k, n) in runs {
+        let r = super::llama_throughput::featurize_tokens_per_s(
+            lm,
+            &docs[..n],
+            (kind, k),
+            (cfg.chunk, cfg.chunk.min(n), context),
+        )?;
+        cfg.log(format!(
+            "throughput {}: {:.1} tokens/s",
+            r.projector, r.tokens_per_s
+        ));
+        rows.push(Throughput {
+            projector: name.into(),
+            k,
+            tokens_per_s: r.tokens_per_s,
+            fwd_bwd_tokens_per_s: limit,
+        });
+    }
+    Ok(rows)
+}
+
+/// The documents and queries as token sequences (a start token first).
+fn sequences(tokens: &Tokens, corpus: &Corpus) -> (Vec<TokenSeq>, Vec<TokenSeq>) {
+    let bos = tokens.bos();
+    let with_bos = |text: &str| {
+        std::iter::once(bos)
+            .chain(tokens.encode(text))
+            .collect::<Vec<_>>()
+    };
+    let docs = corpus
+        .docs
+        .iter()
+        .map(|d| TokenSeq::document(with_bos(d)))
+        .collect();
+    let queries = corpus
+        .facts
+        .iter()
+        .map(|f| TokenSeq::completion(&with_bos(&f.prompt), &tokens.encode(&f.completion)))
+        .collect();
+    (docs, queries)
+}
+
+/// What the attribution of every layer set gives: fact-tracing rows, the token splits (from
+/// the "all" set) and the TRAK scores of the "all" set.
+struct Traced {
+    rows: Vec<FactsRow>,
+    influence: Vec<Influence>,
+    trak_all: Array2<f32>,
+}
+
+/// Fact tracing rows of every method and layer set, and the token splits of the first
+/// `cfg.influence` queries under the "all" set.
+fn trace(
+    cfg: &Config,
+    lm: &Llama,
+    tokens: &Tokens,
+    (docs, queries, context): (&[TokenSeq], &[TokenSeq], usize),
+    corpus: &Corpus,
+) -> Result<Traced> {
+    let relevant: Vec<Vec<usize>> = corpus.facts.iter().map(|f| f.docs.clone()).collect();
+    let mut out = Traced {
+        rows: Vec::new(),
+        influence: Vec::new(),
+        trak_all: Array2::zeros((0, 0)),
+    };
+    for (set, names) in layer_sets(lm.config()) {
+        let t0 = std::time::Instant::now();
+        let model = adapter(cfg, lm, context, &names, docs)?;
+        let (trak, att) = attribute(cfg, &model, docs, queries)?;
+        cfg.log(format!(
+            "layers={set}: {} linears, p = {}, featurised in {:.1} s",
+            names.len(),
+            trak::Model::num_params(&model),
+            t0.elapsed().as_secs_f64()
+        ));
+        for (method, s) in &att.scores {
+            match *method {
+                "random" if set == "all" => out.rows.push(tracing(&relevant, method, None, s)),
+                "random" => {}
+                _ => out.rows.push(tracing(&relevant, method, Some(set), s)),
+            }
+        }
+        if set == "all" {
+            for q in 0..cfg.influence.min(queries.len()) {
+                let ctx = (&trak, &model, &att);
+                out.influence
+                    .push(influence(ctx, tokens, (docs, corpus), q)?);
+            }
+            out.trak_all = att.scores[0].1.clone();
+        }
+    }
+    Ok(out)
+}
+
+/// Runs the protocol.
+pub fn run(cfg: &Config) -> Result<Output> {
+    let corpus = english_facts::generate(cfg.facts, cfg.fillers, cfg.seed);
+    let t0 = std::time::Instant::now();
+    let pre = Pretrained::load(cfg, &corpus)?;
+    let (docs, queries) = sequences(&pre.tokens, &corpus);
+    let context = docs
+        .iter()
+        .chain(&queries)
+        .map(|s| s.tokens.len() - 1)
+        .max()
+        .unwrap_or(1);
+    let tokens: usize = docs.iter().map(|d| d.tokens.len() - 1).sum();
+    cfg.log(format!(
+        "{} documents ({} predicted tokens, context {context}), {} queries; loaded in {:.1} s",
+        docs.len(),
+        tokens,
+        queries.len(),
+        t0.elapsed().as_secs_f64()
+    ));
+    let before = log_probs(&pre.checkpoint()?.model()?, &queries)?;
+    let ckpt = fine_tune(cfg, &pre, &docs, &queries)?;
+    let lm = ckpt.model()?;
+    let after = log_probs(&lm, &queries)?;
+    let mean = |v: &[f32]| v.iter().map(|&x| x as f64).sum::<f64>() / v.len() as f64;
+    cfg.log(format!(
+        "mean log p(completion): {:.3} pretrained, {:.3} fine-tuned",
+        mean(&before),
+        mean(&after)
+    ));
+    let traced = trace(cfg, &lm, &pre.tokens, (&docs, &queries, context), &corpus)?;
+    let mut facts = traced.rows;
+    let lex = bm25_matrix(&corpus.docs, &query_texts(&corpus));
+    let relevant: Vec<Vec<usize>> = corpus.facts.iter().map(|f| f.docs.clone()).collect();
+    facts.push(tracing(&relevant, "bm25", None, &lex));
+    let throughput = match cfg.throughput {
+        true => throughput(cfg, &lm, &docs[..docs.len().min(32)], context)?,
+        false => Vec::new(),
+    };
+    let removal = removal(cfg, &pre, &docs, (&queries, &after), &traced.trak_all)?;
+    Ok(Output {
+        facts,
+        removal,
+        influence: traced.influence,
+        throughput,
+        docs: docs.len(),
+        tokens,
+        params: ckpt.vars().iter().map(|(_, v)| v.elem_count()).sum(),
+        logp: (mean(&before), mean(&after)),
+    })
+}
