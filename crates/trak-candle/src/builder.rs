@@ -101,7 +101,7 @@ where
     /// Whether `build` checks candle's backward pass against finite differences at every
     /// attributed layer (default: yes; see [`crate::gradcheck`]), and, with
     /// [`CandleModelBuilder::all_parameters`], every variable's gradient on the first probe
-    /// example. The check costs two forward passes of one chunk per layer, and up to seven
+    /// example. The check costs two forward passes of one chunk per layer, and up to six
     /// forward passes of one example per variable.
     pub fn gradient_check(mut self, on: bool) -> Self {
         self.gradient_check = on;

@@ -133,13 +133,15 @@ pub(crate) fn check_params(
     vars: &[(String, candle::Var)],
     row: &[f32],
 ) -> trak::Result<()> {
+    // f at the unmoved parameters: the same for every parameter (each is restored).
+    let f0 = f()?;
     let mut off = 0;
     for (i, (name, v)) in vars.iter().enumerate() {
         let n = v.elem_count();
         let g = &row[off..off + n];
         off += n;
         let theta = v.as_tensor().copy().ctx("the parameter gradient check")?;
-        let result = check_param(f, v, &theta, g, i as u64);
+        let result = check_param((f, f0), v, &theta, g, i as u64);
         v.set(&theta).ctx("restoring a parameter")?;
         if let Some((backward, finite_difference)) = result? {
             let reason = Unattributable::ParameterGradientCheck {
@@ -154,7 +156,7 @@ pub(crate) fn check_params(
 
 /// The first disagreeing (backward, finite difference) pair of one parameter, if any.
 fn check_param(
-    f: &dyn Fn() -> trak::Result<f64>,
+    (f, f0): (&dyn Fn() -> trak::Result<f64>, f64),
     v: &candle::Var,
     theta: &Tensor,
     g: &[f32],
@@ -166,7 +168,6 @@ fn check_param(
         .ctx("the parameter gradient check")?;
     let norm = |x: &[f32]| x.iter().map(|&a| (a as f64).powi(2)).sum::<f64>().sqrt();
     let h = PARAM_STEP * norm(&values).max(1e-3);
-    let f0 = f()?;
     for d in 0..PARAM_DIRECTIONS {
         let u = direction(g, d, seed);
         let un = norm(&u);

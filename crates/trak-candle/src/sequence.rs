@@ -76,27 +76,32 @@ impl Collate<TokenSeq> for TokenCollate {
     }
 }
 
-/// The sequence's next tokens and counted positions over `positions` places.
-fn targets(s: &TokenSeq, positions: usize) -> Result<(Vec<u32>, Vec<bool>), String> {
-    let n = s.tokens.len();
-    if n < 2 || s.prompt_len == 0 || s.prompt_len >= n {
-        return Err(format!(
-            "a sequence of {n} tokens with prompt length {} has nothing to predict",
-            s.prompt_len
-        ));
+impl TokenSeq {
+    /// The next token at each of `positions` output places (place t predicts token t + 1;
+    /// 0 past the end) and whether it counts in f: the targets of the sequence objective,
+    /// and of a training loss over the same positions. An `Err` says why the sequence has
+    /// nothing to predict or does not fit.
+    pub fn next_tokens(&self, positions: usize) -> Result<(Vec<u32>, Vec<bool>), String> {
+        let n = self.tokens.len();
+        if n < 2 || self.prompt_len == 0 || self.prompt_len >= n {
+            return Err(format!(
+                "a sequence of {n} tokens with prompt length {} has nothing to predict",
+                self.prompt_len
+            ));
+        }
+        if n - 1 > positions {
+            return Err(format!(
+                "{n} tokens do not fit {positions} output positions"
+            ));
+        }
+        let mut next = vec![0u32; positions];
+        let mut counted = vec![false; positions];
+        for t in 0..n - 1 {
+            next[t] = self.tokens[t + 1];
+            counted[t] = t + 1 >= self.prompt_len;
+        }
+        Ok((next, counted))
     }
-    if n - 1 > positions {
-        return Err(format!(
-            "{n} tokens do not fit {positions} output positions"
-        ));
-    }
-    let mut next = vec![0u32; positions];
-    let mut counted = vec![false; positions];
-    for t in 0..n - 1 {
-        next[t] = s.tokens[t + 1];
-        counted[t] = t + 1 >= s.prompt_len;
-    }
-    Ok((next, counted))
 }
 
 /// [`SequenceLogProb`] of [`TokenSeq`]s whose raw outputs are `positions × vocab` logits
@@ -122,7 +127,7 @@ impl Objective<TokenSeq> for SequenceObjective {
                 self.vocab
             ));
         }
-        let (next, counted) = targets(e, z.len() / self.vocab)?;
+        let (next, counted) = e.next_tokens(z.len() / self.vocab)?;
         let f = SequenceLogProb;
         f.validate(z.len(), self.vocab, &next, &counted)?;
         Ok(f.eval(z, self.vocab, &next, &counted, df_dz))

@@ -17,28 +17,7 @@ use rand::seq::{IndexedRandom, SliceRandom};
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-/// One planted fact.
-#[derive(Debug, Clone)]
-pub struct Fact {
-    /// The made-up person.
-    pub entity: String,
-    /// The answer ("Brinmoor", "locksmith", "tortoise").
-    pub answer: String,
-    /// The query's prompt, phrased unlike the documents.
-    pub prompt: String,
-    /// Its completion: a space and the answer.
-    pub completion: String,
-    /// The documents that state the fact.
-    pub docs: Vec<usize>,
-}
-
-/// The corpus.
-pub struct Corpus {
-    /// Document texts.
-    pub docs: Vec<String>,
-    /// The planted facts.
-    pub facts: Vec<Fact>,
-}
+use super::fact_metrics::{Corpus, Fact};
 
 const FIRST: [&str; 16] = [
     "Vel", "Kor", "Tam", "Bri", "Dun", "Mer", "Sol", "Ith", "Gar", "Quen", "Lor", "Fen", "Hal",
@@ -212,8 +191,7 @@ pub fn generate(facts: usize, fillers: usize, seed: u64) -> Corpus {
         docs: docs.into_iter().map(|(d, _)| d).collect(),
         facts: planted,
     };
-    for f in &corpus.facts {
-        let query = format!("{}{}", f.prompt, f.completion);
+    for query in corpus.query_texts() {
         assert!(
             corpus.docs.iter().all(|d| !d.contains(&query)),
             "query {query:?} occurs in a document"

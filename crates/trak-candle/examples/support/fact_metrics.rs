@@ -1,6 +1,7 @@
-//! How fact tracing is scored, shared by `lm_facts` and `smollm_facts`: the rank of the
-//! first document that states a query's fact, recall@1, recall@10 and MRR per method, the
-//! removal check's row, and the lexical baseline (BM25).
+//! Planted facts, shared by `lm_facts` and `smollm_facts`: the corpus record (documents and
+//! the facts they state), how fact tracing is scored (the rank of the first document that
+//! states a query's fact; recall@1, recall@10 and MRR per method), which documents the
+//! removal check removes and its row, and the lexical baseline (BM25).
 
 // Shared by several examples and tests; not each uses every item.
 #![allow(dead_code)]
@@ -8,6 +9,46 @@
 use std::collections::{HashMap, HashSet};
 
 use ndarray::Array2;
+use rand::seq::SliceRandom;
+use rand_chacha::ChaCha8Rng;
+
+/// One planted fact.
+#[derive(Debug, Clone)]
+pub struct Fact {
+    /// The made-up entity.
+    pub entity: String,
+    /// The answer.
+    pub answer: String,
+    /// The query's prompt ("zorvak lives in", "The hometown of Velmor Orimund is").
+    pub prompt: String,
+    /// Its completion (" brelton.", " Brinmoor").
+    pub completion: String,
+    /// The documents that state the fact.
+    pub docs: Vec<usize>,
+}
+
+/// A planted-facts corpus.
+pub struct Corpus {
+    /// Document texts.
+    pub docs: Vec<String>,
+    /// The planted facts.
+    pub facts: Vec<Fact>,
+}
+
+impl Corpus {
+    /// The documents that state each fact (the relevant documents of each query).
+    pub fn relevant(&self) -> Vec<Vec<usize>> {
+        self.facts.iter().map(|f| f.docs.clone()).collect()
+    }
+
+    /// Each query's text: its prompt followed by its completion.
+    pub fn query_texts(&self) -> Vec<String> {
+        self.facts
+            .iter()
+            .map(|f| format!("{}{}", f.prompt, f.completion))
+            .collect()
+    }
+}
 
 /// Fact tracing quality of one method.
 #[derive(Debug, Clone)]
@@ -93,6 +134,24 @@ pub fn top_docs(s: &Array2<f32>, q: usize, k: usize) -> Vec<usize> {
     order.sort_by(|&a, &b| col[b].total_cmp(&col[a]).then(a.cmp(&b)));
     order.truncate(k);
     order
+}
+
+/// The documents the removal check removes: the union of the `k` highest-scored documents
+/// of each query in `queries` (columns of `s`), and as many documents drawn at random from
+/// all of them with `rng`.
+pub fn removal_sets(
+    s: &Array2<f32>,
+    queries: &[usize],
+    k: usize,
+    rng: &mut ChaCha8Rng,
+) -> (Vec<usize>, Vec<usize>) {
+    let mut top: Vec<usize> = queries.iter().flat_map(|&q| top_docs(s, q, k)).collect();
+    top.sort_unstable();
+    top.dedup();
+    let mut all: Vec<usize> = (0..s.nrows()).collect();
+    all.shuffle(rng);
+    all.truncate(top.len());
+    (top, all)
 }
 
 /// BM25 scores of every document for each query (documents × queries).

@@ -13,6 +13,8 @@ use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use trak_candle::TokenSeq;
 
+use super::fact_metrics::{Corpus, Fact};
+
 /// Start token.
 pub const BOS: u32 = 0;
 /// Padding token.
@@ -32,23 +34,8 @@ pub fn encode(text: &str) -> Vec<u32> {
         .collect()
 }
 
-/// One planted fact.
-#[derive(Debug, Clone)]
-pub struct Fact {
-    /// The made-up entity.
-    pub entity: String,
-    /// The answer.
-    pub answer: String,
-    /// The query's prompt, e.g. "zorvak lives in".
-    pub prompt: String,
-    /// Its completion, e.g. " brelton.".
-    pub completion: String,
-    /// The documents that state the fact (canonical, paraphrase).
-    pub docs: Vec<usize>,
-}
-
 impl Fact {
-    /// The query as a token sequence (only the completion counts).
+    /// The query as a token sequence, characters as tokens (only the completion counts).
     pub fn query(&self) -> TokenSeq {
         let prompt = encode(&self.prompt);
         let full = encode(&format!("{}{}", self.prompt, self.completion));
@@ -56,16 +43,9 @@ impl Fact {
     }
 }
 
-/// The corpus.
-pub struct Corpus {
-    /// Document texts.
-    pub docs: Vec<String>,
-    /// The planted facts.
-    pub facts: Vec<Fact>,
-}
-
 impl Corpus {
-    /// Documents as token sequences (every token after the start counts).
+    /// Documents as token sequences, characters as tokens (every token after the start
+    /// counts).
     pub fn sequences(&self) -> Vec<TokenSeq> {
         self.docs
             .iter()

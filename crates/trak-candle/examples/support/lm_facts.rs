@@ -14,8 +14,8 @@ use trak::{ProjectorKind, Result, Trak};
 use trak_candle::{CandleContext, CandleModel, SequenceObjective, TokenCollate, TokenSeq};
 use trak_demo::protocol::{baseline_scores, featurize_all};
 
-use super::fact_metrics::{FactsRow, RemovalRow, bm25_matrix, top_docs, tracing};
-use super::facts::{self, Corpus, PAD, VOCAB};
+use super::fact_metrics::{Corpus, FactsRow, RemovalRow, bm25_matrix, removal_sets, tracing};
+use super::facts::{self, PAD, VOCAB};
 use super::tiny_lm::{self, LmConfig, LmTraining, TinyLm};
 
 /// Settings of a run.
@@ -156,12 +156,7 @@ fn method_scores(
     for (method, s) in baseline_scores(&feats, &psis, models.len(), cfg.seed)? {
         out.push((method, s.values().to_owned()));
     }
-    let texts: Vec<String> = corpus
-        .facts
-        .iter()
-        .map(|f| format!("{}{}", f.prompt, f.completion))
-        .collect();
-    let lex = bm25_matrix(&corpus.docs, &texts);
+    let lex = bm25_matrix(&corpus.docs, &corpus.query_texts());
     out.push(("lexical", lex));
     Ok(out)
 }
@@ -205,15 +200,7 @@ fn removal(
     picked.shuffle(&mut rng);
     picked.truncate(cfg.removal_queries.min(queries.len()));
     let qs: Vec<TokenSeq> = picked.iter().map(|&q| queries[q].clone()).collect();
-    let mut top: Vec<usize> = Vec::new();
-    for &q in &picked {
-        top.extend(top_docs(trak_scores, q, cfg.removal_k));
-    }
-    top.sort_unstable();
-    top.dedup();
-    let mut all: Vec<usize> = (0..docs.len()).collect();
-    all.shuffle(&mut rng);
-    let random: Vec<usize> = all.into_iter().take(top.len()).collect();
+    let (top, random) = removal_sets(trak_scores, &picked, cfg.removal_k, &mut rng);
     let base_logp = tiny_lm::log_probs(base, &qs).ctx("the tiny transformer")?;
     let mut rows = Vec::new();
     for (kind, removed) in [("top", &top), ("random", &random)] {
@@ -264,7 +251,7 @@ pub fn run(cfg: &FactsConfig) -> Result<FactsOutput> {
         .collect::<Result<Vec<_>>>()?;
     let params = trak::Model::num_params(&models[0]);
     let scores = method_scores(cfg, &corpus, &models, &docs, &queries)?;
-    let relevant: Vec<Vec<usize>> = corpus.facts.iter().map(|f| f.docs.clone()).collect();
+    let relevant = corpus.relevant();
     let facts = scores
         .iter()
         .map(|(m, s)| tracing(&relevant, m, None, s))

@@ -26,8 +26,10 @@ use trak_candle::{
 };
 use trak_demo::protocol::baseline_scores;
 
-use super::english_facts::{self, Corpus};
-use super::fact_metrics::{FactsRow, RemovalRow, bm25_matrix, top_docs, tracing};
+use super::english_facts;
+use super::fact_metrics::{
+    Corpus, FactsRow, RemovalRow, bm25_matrix, removal_sets, top_docs, tracing,
+};
 use super::tokens::Tokens;
 
 /// Where the pretrained model comes from.
@@ -225,7 +227,7 @@ fn tiny_config(vocab: usize) -> LlamaConfig {
     }
 }
 
-/// The pretrained weights (copies, never trained) and the tokenizer.
+/// The pretrained weights (never trained themselves) and the tokenizer.
 struct Pretrained {
     config: LlamaConfig,
     tensors: HashMap<String, Tensor>,
@@ -234,13 +236,13 @@ struct Pretrained {
 
 impl Pretrained {
     fn load(cfg: &Config, corpus: &Corpus) -> Result<Self> {
-        let ckpt = match &cfg.source {
+        let (ckpt, tokens) = match &cfg.source {
             Source::Gguf(path) => {
                 let tokens = Tokens::Gguf(Box::new(gguf_tokenizer(path)?));
                 (LlamaCheckpoint::from_gguf(path, &Device::Cpu)?, tokens)
             }
             Source::Tiny => {
-                let tokens = Tokens::words(&corpus.docs, &query_texts(corpus));
+                let tokens = Tokens::words(&corpus.docs, &corpus.query_texts());
                 let config = tiny_config(tokens.vocab());
                 (
                     LlamaCheckpoint::random(config, cfg.seed, &Device::Cpu)?,
@@ -248,13 +250,12 @@ impl Pretrained {
                 )
             }
         };
-        let (ckpt, tokens) = ckpt;
+        // Detached: `checkpoint` makes fresh variables (copies) from these every time.
         let tensors = ckpt
             .vars()
             .iter()
-            .map(|(n, v)| Ok((n.clone(), v.as_tensor().copy()?)))
-            .collect::<candle::Result<_>>()
-            .ctx("copying the pretrained weights")?;
+            .map(|(n, v)| (n.clone(), v.as_tensor().detach()))
+            .collect();
         Ok(Self {
             config: ckpt.config().clone(),
             tensors,
@@ -269,29 +270,17 @@ impl Pretrained {
     }
 }
 
-fn query_texts(corpus: &Corpus) -> Vec<String> {
-    corpus
-        .facts
-        .iter()
-        .map(|f| format!("{}{}", f.prompt, f.completion))
-        .collect()
-}
-
 /// Σ log p of each sequence's counted tokens (`B`), the weights attached.
 fn seq_logp(lm: &Llama, batch: &[TokenSeq]) -> candle::Result<Tensor> {
     let context = batch.iter().map(|s| s.tokens.len() - 1).max().unwrap_or(1);
     let collate = TokenCollate { context, pad: 0 };
     let x = collate.inputs(batch, &Device::Cpu)?;
     let logp = candle_nn::ops::log_softmax(&lm.forward(&x, &mut Recorder::training())?, D::Minus1)?;
-    let (mut next, mut weight) = (
-        vec![0u32; batch.len() * context],
-        vec![0f32; batch.len() * context],
-    );
-    for (b, s) in batch.iter().enumerate() {
-        for p in 0..s.tokens.len() - 1 {
-            next[b * context + p] = s.tokens[p + 1];
-            weight[b * context + p] = (p + 1 >= s.prompt_len) as u8 as f32;
-        }
+    let (mut next, mut weight) = (Vec::new(), Vec::new());
+    for s in batch {
+        let (n, counted) = s.next_tokens(context).map_err(candle::Error::Msg)?;
+        next.extend(n);
+        weight.extend(counted.into_iter().map(|c| c as u8 as f32));
     }
     let next = Tensor::from_vec(next, (batch.len(), context, 1), &Device::Cpu)?;
     let weight = Tensor::from_vec(weight, (batch.len(), context), &Device::Cpu)?;
@@ -442,20 +431,19 @@ fn attribute(
 /// token's features (its log-probability's projected gradient) dotted with the solved target
 /// ([`TrakIndex::solve_targets`]); the features of the tokens sum to the document's.
 fn influence(
-    ctx: (&Trak, &LmModel<'_>, &Attribution),
+    ctx: (&Trak, &LmModel<'_>, &Attribution, &Array2<f64>),
     tokens: &Tokens,
     (docs, corpus): (&[TokenSeq], &Corpus),
     q: usize,
 ) -> Result<Influence> {
-    let (trak, model, att) = ctx;
+    let (trak, model, att, solved) = ctx;
     let doc = top_docs(&att.scores[0].1, q, 1)[0];
     let seq = &docs[doc].tokens;
     let parts: Vec<TokenSeq> = (1..seq.len())
         .map(|p| TokenSeq::completion(&seq[..p], &seq[p..=p]))
         .collect();
     let per_token = trak.features(0, model, &parts)?;
-    let y = att.index.solve_targets(0, att.psi.view())?;
-    let y = y.column(q);
+    let y = solved.column(q);
     let dot = |row: ndarray::ArrayView1<'_, f32>| -> f64 {
         row.iter().zip(y.iter()).map(|(&a, &b)| a as f64 * b).sum()
     };
@@ -506,15 +494,9 @@ fn removal(
     (queries, before): (&[TokenSeq], &[f32]),
     trak_scores: &Array2<f32>,
 ) -> Result<Vec<RemovalRow>> {
-    let mut top: Vec<usize> = (0..queries.len())
-        .flat_map(|q| top_docs(trak_scores, q, cfg.removal_k))
-        .collect();
-    top.sort_unstable();
-    top.dedup();
     let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed ^ 0x7e57);
-    let mut all: Vec<usize> = (0..docs.len()).collect();
-    all.shuffle(&mut rng);
-    let random: Vec<usize> = all.into_iter().take(top.len()).collect();
+    let all: Vec<usize> = (0..queries.len()).collect();
+    let (top, random) = removal_sets(trak_scores, &all, cfg.removal_k, &mut rng);
     let mut rows = Vec::new();
     for (kind, removed) in [("top", &top), ("random", &random)] {
         cfg.log(format!(
@@ -612,7 +594,7 @@ fn trace(
     (docs, queries, context): (&[TokenSeq], &[TokenSeq], usize),
     corpus: &Corpus,
 ) -> Result<Traced> {
-    let relevant: Vec<Vec<usize>> = corpus.facts.iter().map(|f| f.docs.clone()).collect();
+    let relevant = corpus.relevant();
     let mut out = Traced {
         rows: Vec::new(),
         influence: Vec::new(),
@@ -636,8 +618,9 @@ fn trace(
             }
         }
         if set == "all" {
+            let solved = att.index.solve_targets(0, att.psi.view())?;
             for q in 0..cfg.influence.min(queries.len()) {
-                let ctx = (&trak, &model, &att);
+                let ctx = (&trak, &model, &att, &solved);
                 out.influence
                     .push(influence(ctx, tokens, (docs, corpus), q)?);
             }
@@ -679,9 +662,8 @@ pub fn run(cfg: &Config) -> Result<Output> {
     ));
     let traced = trace(cfg, &lm, &pre.tokens, (&docs, &queries, context), &corpus)?;
     let mut facts = traced.rows;
-    let lex = bm25_matrix(&corpus.docs, &query_texts(&corpus));
-    let relevant: Vec<Vec<usize>> = corpus.facts.iter().map(|f| f.docs.clone()).collect();
-    facts.push(tracing(&relevant, "bm25", None, &lex));
+    let lex = bm25_matrix(&corpus.docs, &corpus.query_texts());
+    facts.push(tracing(&corpus.relevant(), "bm25", None, &lex));
     let throughput = match cfg.throughput {
         true => throughput(cfg, &lm, &docs[..docs.len().min(32)], context)?,
         false => Vec::new(),

@@ -190,12 +190,11 @@ pub fn loss(lm: &TinyLm, batch: &[TokenSeq], rec: &mut Recorder) -> candle::Resu
     let x = collate.inputs(batch, &Device::Cpu)?;
     let logits = lm.forward(&x, rec)?;
     let t = lm.cfg.context;
-    let (mut next, mut weight) = (vec![0u32; batch.len() * t], vec![0f32; batch.len() * t]);
-    for (b, s) in batch.iter().enumerate() {
-        for p in 0..s.tokens.len() - 1 {
-            next[b * t + p] = s.tokens[p + 1];
-            weight[b * t + p] = (p + 1 >= s.prompt_len) as u8 as f32;
-        }
+    let (mut next, mut weight) = (Vec::new(), Vec::new());
+    for s in batch {
+        let (n, counted) = s.next_tokens(t).map_err(candle::Error::Msg)?;
+        next.extend(n);
+        weight.extend(counted.into_iter().map(|c| c as u8 as f32));
     }
     let next = Tensor::from_vec(next, (batch.len(), t, 1), &Device::Cpu)?;
     let weight = Tensor::from_vec(weight, (batch.len(), t), &Device::Cpu)?;
