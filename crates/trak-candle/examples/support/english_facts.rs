@@ -13,7 +13,7 @@
 
 use std::collections::HashSet;
 
-use rand::seq::{IndexedRandom, SliceRandom};
+use rand::seq::IndexedRandom;
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -181,16 +181,7 @@ pub fn generate(facts: usize, fillers: usize, seed: u64) -> Corpus {
         });
     }
     docs.extend((0..fillers).map(|_| (filler(&mut rng), None)));
-    docs.shuffle(&mut rng);
-    for (i, (_, f)) in docs.iter().enumerate() {
-        if let Some(f) = f {
-            planted[*f].docs.push(i);
-        }
-    }
-    let corpus = Corpus {
-        docs: docs.into_iter().map(|(d, _)| d).collect(),
-        facts: planted,
-    };
+    let corpus = Corpus::assemble(docs, planted, &mut rng);
     for query in corpus.query_texts() {
         assert!(
             corpus.docs.iter().all(|d| !d.contains(&query)),

@@ -36,6 +36,25 @@ pub struct Corpus {
 }
 
 impl Corpus {
+    /// The corpus of `docs` (each tagged with the index of the fact it states, if any) in an
+    /// order shuffled with `rng`, each fact's `docs` filled in from the tags.
+    pub fn assemble(
+        mut docs: Vec<(String, Option<usize>)>,
+        mut facts: Vec<Fact>,
+        rng: &mut ChaCha8Rng,
+    ) -> Self {
+        docs.shuffle(rng);
+        for (i, (_, f)) in docs.iter().enumerate() {
+            if let Some(f) = f {
+                facts[*f].docs.push(i);
+            }
+        }
+        Self {
+            docs: docs.into_iter().map(|(d, _)| d).collect(),
+            facts,
+        }
+    }
+
     /// The documents that state each fact (the relevant documents of each query).
     pub fn relevant(&self) -> Vec<Vec<usize>> {
         self.facts.iter().map(|f| f.docs.clone()).collect()
@@ -82,7 +101,7 @@ impl FactsRow {
 /// The removal check of one kind.
 #[derive(Debug, Clone)]
 pub struct RemovalRow {
-    /// `top` (the queries' top proponents) or `random`.
+    /// `top` (the queries' top proponents), `random`, or another rule the example names.
     pub kind: &'static str,
     /// Documents removed per query.
     pub k: usize,
@@ -134,6 +153,16 @@ pub fn top_docs(s: &Array2<f32>, q: usize, k: usize) -> Vec<usize> {
     order.sort_by(|&a, &b| col[b].total_cmp(&col[a]).then(a.cmp(&b)));
     order.truncate(k);
     order
+}
+
+/// `docs` without the ones at the indices in `removed` (the removal check's training set).
+pub fn without<T: Clone>(docs: &[T], removed: &[usize]) -> Vec<T> {
+    let removed: HashSet<usize> = removed.iter().copied().collect();
+    docs.iter()
+        .enumerate()
+        .filter(|(i, _)| !removed.contains(i))
+        .map(|(_, d)| d.clone())
+        .collect()
 }
 
 /// The documents the removal check removes: the union of the `k` highest-scored documents

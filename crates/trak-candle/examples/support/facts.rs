@@ -8,7 +8,7 @@
 
 use std::collections::HashSet;
 
-use rand::seq::{IndexedRandom, SliceRandom};
+use rand::seq::IndexedRandom;
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use trak_candle::TokenSeq;
@@ -175,14 +175,5 @@ pub fn generate(facts: usize, fillers: usize, seed: u64) -> Corpus {
         });
     }
     docs.extend((0..fillers).map(|_| (filler(&mut rng), None)));
-    docs.shuffle(&mut rng);
-    for (i, (_, f)) in docs.iter().enumerate() {
-        if let Some(f) = f {
-            planted[*f].docs.push(i);
-        }
-    }
-    Corpus {
-        docs: docs.into_iter().map(|(d, _)| d).collect(),
-        facts: planted,
-    }
+    Corpus::assemble(docs, planted, &mut rng)
 }

@@ -14,7 +14,9 @@ use trak::{ProjectorKind, Result, Trak};
 use trak_candle::{CandleContext, CandleModel, SequenceObjective, TokenCollate, TokenSeq};
 use trak_demo::protocol::{baseline_scores, featurize_all};
 
-use super::fact_metrics::{Corpus, FactsRow, RemovalRow, bm25_matrix, removal_sets, tracing};
+use super::fact_metrics::{
+    Corpus, FactsRow, RemovalRow, bm25_matrix, removal_sets, tracing, without,
+};
 use super::facts::{self, PAD, VOCAB};
 use super::tiny_lm::{self, LmConfig, LmTraining, TinyLm};
 
@@ -170,12 +172,7 @@ fn retrained_delta(
     queries: &[TokenSeq],
     base: &[f32],
 ) -> Result<f64> {
-    let kept: Vec<TokenSeq> = docs
-        .iter()
-        .enumerate()
-        .filter(|(i, _)| !removed.contains(i))
-        .map(|(_, d)| d.clone())
-        .collect();
+    let kept = without(docs, removed);
     let m = tiny_lm::train(lm, &kept, 0, cfg.training).ctx("the tiny transformer")?;
     let after = tiny_lm::log_probs(&m, queries).ctx("the tiny transformer")?;
     Ok(after

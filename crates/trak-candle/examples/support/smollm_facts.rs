@@ -12,11 +12,11 @@ use std::path::PathBuf;
 
 use candle::{D, Device, Tensor};
 use candle_nn::{Optimizer, ParamsAdamW};
-use ndarray::Array2;
+use ndarray::{Array2, ArrayView2};
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
-use trak::{ProjectorKind, Result, Trak, TrakIndex};
+use trak::{ProjectorKind, Result, Ridge, TrainFeatures, Trak, TrakIndex};
 use trak_candle::models::llama::{
     Architecture, Llama, LlamaCheckpoint, LlamaConfig, gguf_tokenizer, layout,
 };
@@ -28,7 +28,7 @@ use trak_demo::protocol::baseline_scores;
 
 use super::english_facts;
 use super::fact_metrics::{
-    Corpus, FactsRow, RemovalRow, bm25_matrix, removal_sets, top_docs, tracing,
+    Corpus, FactsRow, RemovalRow, bm25_matrix, removal_sets, top_docs, tracing, without,
 };
 use super::tokens::Tokens;
 
@@ -60,6 +60,9 @@ pub struct Config {
     pub lr: f64,
     /// Whether the token embedding (tied to the head) is fine-tuned too.
     pub train_embedding: bool,
+    /// Checkpoints attributed (M, TRAK's ensemble): the weights after M epochs spaced evenly
+    /// along the one fine-tuning run, ending with the fine-tuned model ([`checkpoint_epochs`]).
+    pub checkpoints: usize,
     /// Projection dimension (factored projector).
     pub k: usize,
     /// Documents per adapter chunk (one padded forward + backward pass).
@@ -78,7 +81,8 @@ pub struct Config {
 
 impl Config {
     /// SmolLM2-135M from `gguf`: 18 facts, 100 fillers, 5 epochs of batches of 8 at lr 3e-4
-    /// (embedding frozen), k = 2,048, top 3 removed per query, 3 token splits, throughput.
+    /// (embedding frozen), the checkpoint after every epoch attributed (M = 5), k = 2,048,
+    /// top 3 removed per query, 3 token splits, throughput.
     pub fn full(gguf: PathBuf) -> Self {
         Self {
             source: Source::Gguf(gguf),
@@ -89,6 +93,7 @@ impl Config {
             batch: 8,
             lr: 3e-4,
             train_embedding: false,
+            checkpoints: 5,
             k: 2048,
             chunk: 8,
             removal_k: 3,
@@ -99,8 +104,8 @@ impl Config {
         }
     }
 
-    /// The tiny random model trained from scratch: 12 facts, 40 fillers, 40 epochs, k = 512,
-    /// gradient check on: seconds.
+    /// The tiny random model trained from scratch: 12 facts, 40 fillers, 40 epochs (M = 4
+    /// checkpoints: epochs 10, 20, 30, 40), k = 512, gradient check on: seconds.
     pub fn quick() -> Self {
         Self {
             source: Source::Tiny,
@@ -109,6 +114,7 @@ impl Config {
             epochs: 40,
             lr: 3e-3,
             train_embedding: true,
+            checkpoints: 4,
             k: 512,
             removal_k: 2,
             influence: 2,
@@ -191,7 +197,11 @@ impl Throughput {
 pub struct Output {
     /// Fact tracing per method and layer set.
     pub facts: Vec<FactsRow>,
-    /// `top` and `random` removals.
+    /// TRAK's fact tracing under other ridge rules (all block linears).
+    pub ridge: Vec<RidgeRow>,
+    /// The epochs after which the attributed checkpoints were taken.
+    pub checkpoints: Vec<usize>,
+    /// `top`, `random` and `top-unstated` removals.
     pub removal: Vec<RemovalRow>,
     /// Token splits of top documents.
     pub influence: Vec<Influence>,
@@ -302,6 +312,18 @@ fn fine_tune(
     docs: &[TokenSeq],
     queries: &[TokenSeq],
 ) -> Result<LlamaCheckpoint> {
+    Ok(fine_tune_keeping(cfg, pre, docs, queries, &[])?.0)
+}
+
+/// [`fine_tune`], also returning copies of the weights after each epoch in `keep` (1-based).
+fn fine_tune_keeping(
+    cfg: &Config,
+    pre: &Pretrained,
+    docs: &[TokenSeq],
+    queries: &[TokenSeq],
+    keep: &[usize],
+) -> Result<(LlamaCheckpoint, Vec<LlamaCheckpoint>)> {
+    let mut kept = Vec::new();
     let ckpt = pre.checkpoint()?;
     let vars = ckpt
         .vars()
@@ -340,8 +362,30 @@ fn fine_tune(
             logp.iter().map(|&v| v as f64).sum::<f64>() / logp.len() as f64,
             t0.elapsed().as_secs_f64()
         ));
+        if keep.contains(&(epoch + 1)) {
+            kept.push(snapshot(&ckpt)?);
+        }
     }
-    Ok(ckpt)
+    Ok((ckpt, kept))
+}
+
+/// A copy of a checkpoint's current weights (the optimiser updates variables in place).
+fn snapshot(ckpt: &LlamaCheckpoint) -> Result<LlamaCheckpoint> {
+    let tensors = ckpt
+        .vars()
+        .iter()
+        .map(|(n, v)| Ok((n.clone(), v.as_tensor().copy()?)))
+        .collect::<candle::Result<HashMap<_, _>>>()
+        .ctx("copying the weights")?;
+    let path = std::path::Path::new("<snapshot>");
+    LlamaCheckpoint::from_tensors(ckpt.config().clone(), tensors, path)
+}
+
+/// The epochs (1-based) after which the attributed checkpoints are taken: `cfg.checkpoints`
+/// of them (at least 1, at most one per epoch) spaced evenly, ending with the last epoch.
+pub fn checkpoint_epochs(cfg: &Config) -> Vec<usize> {
+    let m = cfg.checkpoints.clamp(1, cfg.epochs.max(1));
+    (1..=m).map(|i| i * cfg.epochs / m).collect()
 }
 
 type LmModel<'a> = CandleModel<TokenSeq, &'a Llama, TokenCollate, SequenceObjective>;
@@ -382,18 +426,27 @@ fn adapter<'a>(
     .build(&probe[..probe.len().min(cfg.chunk)])
 }
 
-/// One layer set's attribution: the index, the queries' features, and the scores of TRAK,
-/// grad-dot and grad-cos (documents × queries), plus random scores.
+/// One layer set's attribution over the checkpoints: the features (documents), the index,
+/// the queries' features per checkpoint, and the scores (documents × queries) of TRAK (the
+/// ensemble, and the last checkpoint alone), grad-dot and grad-cos (on the ensemble's
+/// features), plus random scores.
 struct Attribution {
+    feats: TrainFeatures,
     index: TrakIndex,
-    psi: Array2<f32>,
-    phi: Array2<f32>,
+    psis: Vec<Array2<f32>>,
     scores: Vec<(&'static str, Array2<f32>)>,
+}
+
+impl Attribution {
+    /// The query features of every checkpoint, as `score_features` takes them.
+    fn targets(&self) -> Vec<(u64, ArrayView2<'_, f32>)> {
+        (0u64..).zip(self.psis.iter().map(|p| p.view())).collect()
+    }
 }
 
 fn attribute(
     cfg: &Config,
-    model: &LmModel<'_>,
+    models: &[LmModel<'_>],
     docs: &[TokenSeq],
     queries: &[TokenSeq],
 ) -> Result<(Trak, Attribution)> {
@@ -404,52 +457,108 @@ fn attribute(
         .seed(cfg.seed)
         .build()?;
     let mut feats = trak.featurizer();
-    feats.featurize(0, model, docs)?;
-    let psi = trak.features(0, model, queries)?;
-    let index = feats.finalize()?;
-    let tr = index.score_features(&[(0, psi.view())])?.into_inner();
-    let mut scores = vec![("trak", tr)];
-    for (method, s) in baseline_scores(&feats, std::slice::from_ref(&psi), 1, cfg.seed)? {
-        scores.push((method, s.into_inner()));
+    let mut psis = Vec::new();
+    for (m, model) in (0u64..).zip(models) {
+        feats.featurize(m, model, docs)?;
+        psis.push(trak.features(m, model, queries)?);
     }
-    let phi = feats
-        .features(0)
-        .expect("checkpoint 0 was featurised")
-        .to_owned();
-    Ok((
-        trak,
-        Attribution {
-            index,
-            psi,
-            phi,
-            scores,
-        },
-    ))
+    let index = feats.finalize()?;
+    let mut att = Attribution {
+        feats,
+        index,
+        psis,
+        scores: Vec::new(),
+    };
+    let ensemble = att.index.score_features(&att.targets())?.into_inner();
+    let last = att.targets().pop().expect("at least one checkpoint");
+    let last = att.index.score_features(&[last])?.into_inner();
+    att.scores = vec![("trak", ensemble), ("trak-last", last)];
+    let m = models.len();
+    for (method, s) in baseline_scores(&att.feats, &att.psis, m, cfg.seed)? {
+        att.scores.push((method, s.into_inner()));
+    }
+    Ok((trak, att))
 }
 
-/// Splits the score of query `q`'s top document over the document's predicted tokens: each
-/// token's features (its log-probability's projected gradient) dotted with the solved target
-/// ([`TrakIndex::solve_targets`]); the features of the tokens sum to the document's.
+/// TRAK's fact-tracing rows under other ridge rules λ = c · mean ‖φ‖² (the default is
+/// c = 2), on the same features: how much the default rule leaves on the table here.
+fn ridge_sweep(
+    att: &Attribution,
+    relevant: &[Vec<usize>],
+    set: &'static str,
+) -> Result<Vec<RidgeRow>> {
+    let mut rows = Vec::new();
+    for c in RIDGE_SWEEP {
+        let index = att
+            .feats
+            .with_ridge(Ridge::MeanSquaredNorm(c))?
+            .finalize()?;
+        let s = index.score_features(&att.targets())?.into_inner();
+        let row = tracing(relevant, "trak", Some(set), &s);
+        rows.push(RidgeRow { c, row });
+    }
+    Ok(rows)
+}
+
+/// The ridge constants of [`ridge_sweep`].
+const RIDGE_SWEEP: [f64; 5] = [0.1, 0.5, 2.0, 8.0, 32.0];
+
+/// One row of the ridge sweep.
+#[derive(Debug, Clone)]
+pub struct RidgeRow {
+    /// λ = c · mean ‖φ‖².
+    pub c: f64,
+    /// TRAK's fact tracing under it.
+    pub row: FactsRow,
+}
+
+impl RidgeRow {
+    /// `RIDGE layers=… c=… recall@1=… recall@10=… mrr=…`.
+    pub fn line(&self) -> String {
+        let r = &self.row;
+        format!(
+            "RIDGE layers={} c={} recall@1={:.3} recall@10={:.3} mrr={:.3}",
+            r.layers.unwrap_or("-"),
+            self.c,
+            r.recall1,
+            r.recall10,
+            r.mrr
+        )
+    }
+}
+
+/// Splits the TRAK score of query `q`'s top document over the document's predicted tokens:
+/// each token's features (its log-probability's projected gradient) at every checkpoint,
+/// dotted with that checkpoint's solved target ([`TrakIndex::solve_targets`]), averaged
+/// over the checkpoints as the scores are; the features of the tokens sum to the document's.
 fn influence(
-    ctx: (&Trak, &LmModel<'_>, &Attribution, &Array2<f64>),
+    ctx: (&Trak, &[LmModel<'_>], &Attribution),
     tokens: &Tokens,
     (docs, corpus): (&[TokenSeq], &Corpus),
     q: usize,
 ) -> Result<Influence> {
-    let (trak, model, att, solved) = ctx;
+    let (trak, models, att) = ctx;
     let doc = top_docs(&att.scores[0].1, q, 1)[0];
     let seq = &docs[doc].tokens;
     let parts: Vec<TokenSeq> = (1..seq.len())
         .map(|p| TokenSeq::completion(&seq[..p], &seq[p..=p]))
         .collect();
-    let per_token = trak.features(0, model, &parts)?;
-    let y = solved.column(q);
-    let dot = |row: ndarray::ArrayView1<'_, f32>| -> f64 {
-        row.iter().zip(y.iter()).map(|(&a, &b)| a as f64 * b).sum()
-    };
-    let shares: Vec<f64> = per_token.rows().into_iter().map(dot).collect();
+    let mut shares = vec![0f64; parts.len()];
+    let mut whole = 0f64;
+    for (m, model) in (0u64..).zip(models) {
+        let solved = att.index.solve_targets(m, att.psis[m as usize].view())?;
+        let y = solved.column(q);
+        let dot = |row: ndarray::ArrayView1<'_, f32>| -> f64 {
+            row.iter().zip(y.iter()).map(|(&a, &b)| a as f64 * b).sum()
+        };
+        let per_token = trak.features(m, model, &parts)?;
+        for (share, row) in shares.iter_mut().zip(per_token.rows()) {
+            *share += dot(row);
+        }
+        let phi = att.feats.features(m).expect("checkpoint m was featurised");
+        whole += dot(phi.row(doc));
+    }
     let total: f64 = shares.iter().sum();
-    let whole = dot(att.phi.row(doc));
     let fact = &corpus.facts[q];
     Ok(Influence {
         query: q,
@@ -473,32 +582,39 @@ fn removal_delta(
     removed: &[usize],
     (queries, before): (&[TokenSeq], &[f32]),
 ) -> Result<f64> {
-    let kept: Vec<TokenSeq> = docs
-        .iter()
-        .enumerate()
-        .filter(|(i, _)| !removed.contains(i))
-        .map(|(_, d)| d.clone())
-        .collect();
+    let kept = without(docs, removed);
     let lm = fine_tune(cfg, pre, &kept, queries)?.model()?;
     let after = log_probs(&lm, queries)?;
     let sum: f64 = after.iter().zip(before).map(|(a, b)| (a - b) as f64).sum();
     Ok(sum / queries.len() as f64)
 }
 
-/// The counterfactual: the union of every query's top `removal_k` TRAK documents, and as
-/// many random documents, each removed before fine-tuning again (same seed, same settings).
+/// The counterfactual: the union of every query's top `removal_k` TRAK documents, as many
+/// random documents, and the union of every query's top `removal_k` among the documents that
+/// state no fact at all (`top-unstated`: are the non-stating documents TRAK ranks high real
+/// proponents?), each removed before fine-tuning again (same seed, same settings).
 fn removal(
     cfg: &Config,
     pre: &Pretrained,
-    docs: &[TokenSeq],
+    (docs, corpus): (&[TokenSeq], &Corpus),
     (queries, before): (&[TokenSeq], &[f32]),
     trak_scores: &Array2<f32>,
 ) -> Result<Vec<RemovalRow>> {
     let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed ^ 0x7e57);
     let all: Vec<usize> = (0..queries.len()).collect();
     let (top, random) = removal_sets(trak_scores, &all, cfg.removal_k, &mut rng);
+    let mut unstated_scores = trak_scores.clone();
+    for d in corpus.relevant().into_iter().flatten() {
+        unstated_scores.row_mut(d).fill(f32::NEG_INFINITY);
+    }
+    let (unstated, _) = removal_sets(&unstated_scores, &all, cfg.removal_k, &mut rng);
     let mut rows = Vec::new();
-    for (kind, removed) in [("top", &top), ("random", &random)] {
+    let kinds = [
+        ("top", &top),
+        ("random", &random),
+        ("top-unstated", &unstated),
+    ];
+    for (kind, removed) in kinds {
         cfg.log(format!(
             "removal: fine-tuning without {} {kind} documents",
             removed.len()
@@ -577,19 +693,20 @@ fn sequences(tokens: &Tokens, corpus: &Corpus) -> (Vec<TokenSeq>, Vec<TokenSeq>)
     (docs, queries)
 }
 
-/// What the attribution of every layer set gives: fact-tracing rows, the token splits (from
-/// the "all" set) and the TRAK scores of the "all" set.
+/// What the attribution of every layer set gives: fact-tracing rows, the ridge sweep and the
+/// token splits (of the "all" set), and the TRAK scores of the "all" set.
 struct Traced {
     rows: Vec<FactsRow>,
+    ridge: Vec<RidgeRow>,
     influence: Vec<Influence>,
     trak_all: Array2<f32>,
 }
 
-/// Fact tracing rows of every method and layer set, and the token splits of the first
-/// `cfg.influence` queries under the "all" set.
+/// Fact tracing rows of every method and layer set over the checkpoints `lms`, and, for the
+/// "all" set, the ridge sweep and the token splits of the first `cfg.influence` queries.
 fn trace(
     cfg: &Config,
-    lm: &Llama,
+    lms: &[Llama],
     tokens: &Tokens,
     (docs, queries, context): (&[TokenSeq], &[TokenSeq], usize),
     corpus: &Corpus,
@@ -597,17 +714,22 @@ fn trace(
     let relevant = corpus.relevant();
     let mut out = Traced {
         rows: Vec::new(),
+        ridge: Vec::new(),
         influence: Vec::new(),
         trak_all: Array2::zeros((0, 0)),
     };
-    for (set, names) in layer_sets(lm.config()) {
+    for (set, names) in layer_sets(lms[0].config()) {
         let t0 = std::time::Instant::now();
-        let model = adapter(cfg, lm, context, &names, docs)?;
-        let (trak, att) = attribute(cfg, &model, docs, queries)?;
+        let models = lms
+            .iter()
+            .map(|lm| adapter(cfg, lm, context, &names, docs))
+            .collect::<Result<Vec<_>>>()?;
+        let (trak, att) = attribute(cfg, &models, docs, queries)?;
         cfg.log(format!(
-            "layers={set}: {} linears, p = {}, featurised in {:.1} s",
+            "layers={set}: {} linears, p = {}, {} checkpoints featurised in {:.1} s",
             names.len(),
-            trak::Model::num_params(&model),
+            trak::Model::num_params(&models[0]),
+            models.len(),
             t0.elapsed().as_secs_f64()
         ));
         for (method, s) in &att.scores {
@@ -618,9 +740,9 @@ fn trace(
             }
         }
         if set == "all" {
-            let solved = att.index.solve_targets(0, att.psi.view())?;
+            out.ridge = ridge_sweep(&att, &relevant, set)?;
             for q in 0..cfg.influence.min(queries.len()) {
-                let ctx = (&trak, &model, &att, &solved);
+                let ctx = (&trak, models.as_slice(), &att);
                 out.influence
                     .push(influence(ctx, tokens, (docs, corpus), q)?);
             }
@@ -651,7 +773,9 @@ pub fn run(cfg: &Config) -> Result<Output> {
         t0.elapsed().as_secs_f64()
     ));
     let before = log_probs(&pre.checkpoint()?.model()?, &queries)?;
-    let ckpt = fine_tune(cfg, &pre, &docs, &queries)?;
+    let epochs = checkpoint_epochs(cfg);
+    let (ckpt, kept) = fine_tune_keeping(cfg, &pre, &docs, &queries, &epochs)?;
+    let lms = kept.iter().map(|c| c.model()).collect::<Result<Vec<_>>>()?;
     let lm = ckpt.model()?;
     let after = log_probs(&lm, &queries)?;
     let mean = |v: &[f32]| v.iter().map(|&x| x as f64).sum::<f64>() / v.len() as f64;
@@ -660,7 +784,7 @@ pub fn run(cfg: &Config) -> Result<Output> {
         mean(&before),
         mean(&after)
     ));
-    let traced = trace(cfg, &lm, &pre.tokens, (&docs, &queries, context), &corpus)?;
+    let traced = trace(cfg, &lms, &pre.tokens, (&docs, &queries, context), &corpus)?;
     let mut facts = traced.rows;
     let lex = bm25_matrix(&corpus.docs, &corpus.query_texts());
     facts.push(tracing(&corpus.relevant(), "bm25", None, &lex));
@@ -668,9 +792,17 @@ pub fn run(cfg: &Config) -> Result<Output> {
         true => throughput(cfg, &lm, &docs[..docs.len().min(32)], context)?,
         false => Vec::new(),
     };
-    let removal = removal(cfg, &pre, &docs, (&queries, &after), &traced.trak_all)?;
+    let removal = removal(
+        cfg,
+        &pre,
+        (&docs, &corpus),
+        (&queries, &after),
+        &traced.trak_all,
+    )?;
     Ok(Output {
         facts,
+        ridge: traced.ridge,
+        checkpoints: epochs,
         removal,
         influence: traced.influence,
         throughput,
