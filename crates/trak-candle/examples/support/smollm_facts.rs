@@ -312,17 +312,19 @@ fn fine_tune(
     docs: &[TokenSeq],
     queries: &[TokenSeq],
 ) -> Result<LlamaCheckpoint> {
-    Ok(fine_tune_keeping(cfg, pre, docs, queries, &[])?.0)
+    let mut kept = fine_tune_keeping(cfg, pre, docs, queries, &[])?;
+    Ok(kept.pop().expect("the fine-tuned checkpoint comes last"))
 }
 
-/// [`fine_tune`], also returning copies of the weights after each epoch in `keep` (1-based).
+/// [`fine_tune`], keeping copies of the weights after each epoch in `keep` (1-based) before
+/// the last: returns them in order, then the fine-tuned checkpoint itself (never copied).
 fn fine_tune_keeping(
     cfg: &Config,
     pre: &Pretrained,
     docs: &[TokenSeq],
     queries: &[TokenSeq],
     keep: &[usize],
-) -> Result<(LlamaCheckpoint, Vec<LlamaCheckpoint>)> {
+) -> Result<Vec<LlamaCheckpoint>> {
     let mut kept = Vec::new();
     let ckpt = pre.checkpoint()?;
     let vars = ckpt
@@ -362,11 +364,12 @@ fn fine_tune_keeping(
             logp.iter().map(|&v| v as f64).sum::<f64>() / logp.len() as f64,
             t0.elapsed().as_secs_f64()
         ));
-        if keep.contains(&(epoch + 1)) {
+        if epoch + 1 < cfg.epochs && keep.contains(&(epoch + 1)) {
             kept.push(snapshot(&ckpt)?);
         }
     }
-    Ok((ckpt, kept))
+    kept.push(ckpt);
+    Ok(kept)
 }
 
 /// A copy of a checkpoint's current weights (the optimiser updates variables in place).
@@ -529,15 +532,16 @@ impl RidgeRow {
 
 /// Splits the TRAK score of query `q`'s top document over the document's predicted tokens:
 /// each token's features (its log-probability's projected gradient) at every checkpoint,
-/// dotted with that checkpoint's solved target ([`TrakIndex::solve_targets`]), averaged
-/// over the checkpoints as the scores are; the features of the tokens sum to the document's.
+/// dotted with that checkpoint's solved targets (`solved[m]`, [`TrakIndex::solve_targets`]
+/// of every query), averaged over the checkpoints as the scores are; the features of the
+/// tokens sum to the document's.
 fn influence(
-    ctx: (&Trak, &[LmModel<'_>], &Attribution),
+    ctx: (&Trak, &[LmModel<'_>], &Attribution, &[Array2<f64>]),
     tokens: &Tokens,
     (docs, corpus): (&[TokenSeq], &Corpus),
     q: usize,
 ) -> Result<Influence> {
-    let (trak, models, att) = ctx;
+    let (trak, models, att, solved) = ctx;
     let doc = top_docs(&att.scores[0].1, q, 1)[0];
     let seq = &docs[doc].tokens;
     let parts: Vec<TokenSeq> = (1..seq.len())
@@ -545,8 +549,7 @@ fn influence(
         .collect();
     let mut shares = vec![0f64; parts.len()];
     let mut whole = 0f64;
-    for (m, model) in (0u64..).zip(models) {
-        let solved = att.index.solve_targets(m, att.psis[m as usize].view())?;
+    for ((m, model), solved) in (0u64..).zip(models).zip(solved) {
         let y = solved.column(q);
         let dot = |row: ndarray::ArrayView1<'_, f32>| -> f64 {
             row.iter().zip(y.iter()).map(|(&a, &b)| a as f64 * b).sum()
@@ -741,8 +744,13 @@ fn trace(
         }
         if set == "all" {
             out.ridge = ridge_sweep(&att, &relevant, set)?;
+            let solved = att
+                .targets()
+                .into_iter()
+                .map(|(m, psi)| att.index.solve_targets(m, psi))
+                .collect::<Result<Vec<_>>>()?;
             for q in 0..cfg.influence.min(queries.len()) {
-                let ctx = (&trak, models.as_slice(), &att);
+                let ctx = (&trak, models.as_slice(), &att, solved.as_slice());
                 out.influence
                     .push(influence(ctx, tokens, (docs, corpus), q)?);
             }
@@ -774,10 +782,11 @@ pub fn run(cfg: &Config) -> Result<Output> {
     ));
     let before = log_probs(&pre.checkpoint()?.model()?, &queries)?;
     let epochs = checkpoint_epochs(cfg);
-    let (ckpt, kept) = fine_tune_keeping(cfg, &pre, &docs, &queries, &epochs)?;
+    // `checkpoint_epochs` ends with the last epoch: the fine-tuned model is the last of them.
+    let kept = fine_tune_keeping(cfg, &pre, &docs, &queries, &epochs)?;
     let lms = kept.iter().map(|c| c.model()).collect::<Result<Vec<_>>>()?;
-    let lm = ckpt.model()?;
-    let after = log_probs(&lm, &queries)?;
+    let lm = lms.last().expect("the fine-tuned checkpoint");
+    let after = log_probs(lm, &queries)?;
     let mean = |v: &[f32]| v.iter().map(|&x| x as f64).sum::<f64>() / v.len() as f64;
     cfg.log(format!(
         "mean log p(completion): {:.3} pretrained, {:.3} fine-tuned",
@@ -789,7 +798,7 @@ pub fn run(cfg: &Config) -> Result<Output> {
     let lex = bm25_matrix(&corpus.docs, &corpus.query_texts());
     facts.push(tracing(&corpus.relevant(), "bm25", None, &lex));
     let throughput = match cfg.throughput {
-        true => throughput(cfg, &lm, &docs[..docs.len().min(32)], context)?,
+        true => throughput(cfg, lm, &docs[..docs.len().min(32)], context)?,
         false => Vec::new(),
     };
     let removal = removal(
@@ -808,7 +817,11 @@ pub fn run(cfg: &Config) -> Result<Output> {
         throughput,
         docs: docs.len(),
         tokens,
-        params: ckpt.vars().iter().map(|(_, v)| v.elem_count()).sum(),
+        params: kept[kept.len() - 1]
+            .vars()
+            .iter()
+            .map(|(_, v)| v.elem_count())
+            .sum(),
         logp: (mean(&before), mean(&after)),
     })
 }
