@@ -14,10 +14,19 @@
 //! At exact ties (a max-pool over MNIST's constant background, a ReLU at exactly 0) F is not
 //! differentiable and central differences average two one-sided slopes, so the check runs at
 //! a nearby generic point: the probe inputs plus a seeded jitter of 10⁻² of their RMS (float
-//! inputs only; token ids are left alone). The step h = 10⁻⁴ ‖y_S‖ stays below the gaps the
-//! jitter opens. The two values must agree to 5 %; a wrong backward (a rescaled or misrouted
-//! gradient) fails by far more. The layer named is the one nearest the output whose check
-//! fails, so the faulty op lies between it and the next recorded layer.
+//! inputs only; token ids are left alone). The two values must agree to 5 %; a wrong backward
+//! (a rescaled or misrouted gradient) fails by far more. The layer named is the one nearest the
+//! output whose check fails, so the faulty op lies between it and the next recorded layer.
+//!
+//! Even at a generic point a ReLU or a max-pool may switch inside ±h (the jitter opens gaps,
+//! but with hundreds of units one of them can be narrower than the step; parameters are
+//! never jittered). A central difference across such a kink is off by part of the kink's
+//! jump, so a difference counts only where F is linear across ±h (its one-sided slopes
+//! (F(+h) − F(0)) / h and (F(0) − F(−h)) / h agree to the same 5 %), and a check that fails
+//! is retried with the step halved (up to [`HALVINGS`] times, while the rounding floor stays
+//! under the tolerance). A layer or parameter is refused only when no retried step agrees and
+//! one of them was linear. A wrong backward leaves F smooth and disagrees at every step, so it
+//! is still caught; a correct one passes at the first step but for a kink.
 
 use candle::Tensor;
 use trak::Unattributable;
@@ -34,6 +43,49 @@ const TOLERANCE: f64 = 0.05;
 const STEP: f64 = 1e-4;
 /// Input jitter, relative to the inputs' RMS.
 const JITTER: f32 = 1e-2;
+/// Rounding error of one f32 model output f, as a multiple of |f| + 1: differences of F
+/// below it are noise.
+const ROUNDING: f64 = 1e-5;
+/// Times the step is halved when a difference is not trusted (h down to h₀ / 64).
+const HALVINGS: usize = 6;
+
+/// Whether the backward pass's directional derivative `backward` agrees with central
+/// differences of F along the same unit direction. `at(s)` is F moved by s along the
+/// direction, `f0` is F unmoved, `noise` the rounding error of one value of F.
+///
+/// A difference at step h counts only where F is linear across ±h: its one-sided slopes
+/// agree to [`TOLERANCE`] (a ReLU or max-pool switching inside ±h makes them differ by the
+/// kink's jump). The step is halved while the difference is not linear or disagrees, as long
+/// as the rounding floor noise/h stays under TOLERANCE·|backward| (h₀ always counts). The
+/// first disagreeing linear difference is returned when no counted step agrees; `None` when
+/// one agrees or none is linear (F kinked at every step: nothing to judge).
+fn disagreement(
+    at: &mut dyn FnMut(f64) -> trak::Result<f64>,
+    (f0, h0, noise): (f64, f64, f64),
+    backward: f64,
+) -> trak::Result<Option<f64>> {
+    let mut first = None;
+    let mut h = h0;
+    for k in 0..=HALVINGS {
+        let floor = noise / h;
+        if k > 0 && floor > TOLERANCE * backward.abs() {
+            break;
+        }
+        let (plus, minus) = (at(h)?, at(-h)?);
+        let (ahead, behind) = ((plus - f0) / h, (f0 - minus) / h);
+        let linear =
+            (ahead - behind).abs() <= TOLERANCE * ahead.abs().max(behind.abs()) + 2.0 * floor;
+        let fd = (ahead + behind) / 2.0;
+        if linear {
+            if (fd - backward).abs() <= TOLERANCE * backward.abs().max(fd.abs()) + floor {
+                return Ok(None);
+            }
+            first = first.or(Some(fd));
+        }
+        h /= 2.0;
+    }
+    Ok(first)
+}
 
 /// `x` plus a seeded jitter (xorshift64*, uniform in ±√3·JITTER·rms, so its RMS is
 /// JITTER·rms) when `x` is f32; other inputs unchanged.
@@ -83,7 +135,15 @@ impl<E, N: Network, O: Objective<E>> Check<'_, E, N, O> {
     pub fn run(&self, mask: &[bool]) -> trak::Result<()> {
         let mode = Mode::detached(Some(mask.to_vec()));
         let (z, calls) = forward(self.net, self.x, mode, "the gradient check")?;
-        let (g, _) = eval_outputs(self.output, &z, self.chunk, 0)?;
+        let (g, values) = eval_outputs(self.output, &z, self.chunk, 0)?;
+        // F unmoved (the taps add zeros, so this is the offset-free forward's value).
+        let f0: f64 = values.iter().map(|v| v.f as f64).sum();
+        // Independent rounding errors of the B outputs add in quadrature.
+        let sq: f64 = values
+            .iter()
+            .map(|v| (v.f.abs() as f64 + 1.0).powi(2))
+            .sum();
+        let noise = ROUNDING * sq.sqrt();
         let seed = z.mul(&g).and_then(|p| p.sum_all());
         let grads = seed.and_then(|s| s.backward()).ctx("the gradient check")?;
         for (i, call) in calls.iter().enumerate().rev() {
@@ -101,12 +161,11 @@ impl<E, N: Network, O: Objective<E>> Check<'_, E, N, O> {
             if dn == 0.0 || yn == 0.0 {
                 continue;
             }
-            let h = STEP * yn;
-            let step = |s: f64| (delta * (s * h / dn)).ctx("the gradient check");
-            let plus = self.total(Some((i, step(1.0)?)))?;
-            let minus = self.total(Some((i, step(-1.0)?)))?;
-            let fd = (plus - minus) / (2.0 * h);
-            if (fd - dn).abs() > TOLERANCE * dn.max(fd.abs()) {
+            let mut at = |s: f64| {
+                let step = (delta * (s / dn)).ctx("the gradient check")?;
+                self.total(Some((i, step)))
+            };
+            if let Some(fd) = disagreement(&mut at, (f0, STEP * yn, noise), dn)? {
                 let reason = Unattributable::GradientCheck {
                     backward: dn,
                     finite_difference: fd,
@@ -180,21 +239,19 @@ fn check_param(
             .map(|(&a, &b)| a as f64 * b as f64)
             .sum::<f64>()
             / un;
-        let at = |s: f64| -> trak::Result<f64> {
+        let mut at = |s: f64| -> trak::Result<f64> {
             let moved: Vec<f32> = values
                 .iter()
                 .zip(&u)
-                .map(|(&x, &b)| (x as f64 + s * h * b as f64 / un) as f32)
+                .map(|(&x, &b)| (x as f64 + s * b as f64 / un) as f32)
                 .collect();
             let t = Tensor::from_vec(moved, theta.shape(), theta.device());
             t.and_then(|t| v.set(&t))
                 .ctx("the parameter gradient check")?;
             f()
         };
-        let fd = (at(1.0)? - at(-1.0)?) / (2.0 * h);
-        // f is computed in f32: differences below its rounding are noise.
-        let floor = 1e-5 * (f0.abs() + 1.0) / h;
-        if (fd - backward).abs() > TOLERANCE * backward.abs().max(fd.abs()) + floor {
+        let noise = ROUNDING * (f0.abs() + 1.0);
+        if let Some(fd) = disagreement(&mut at, (f0, h, noise), backward)? {
             return Ok(Some((backward, fd)));
         }
     }
@@ -219,4 +276,51 @@ fn direction(g: &[f32], d: usize, seed: u64) -> Vec<f32> {
             }
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::disagreement;
+
+    /// F(t) = 2t + 3·relu(t − a) + c·relu(−t − b): slope 2 at 0, kinks at a and −b.
+    fn kinked(a: f64, b: f64, c: f64) -> impl FnMut(f64) -> trak::Result<f64> {
+        move |t| Ok(2.0 * t + 3.0 * (t - a).max(0.0) + c * (-t - b).max(0.0))
+    }
+
+    #[test]
+    fn a_kink_inside_the_first_step_is_stepped_over() {
+        // Central difference at h = 1: 3.05, 53 % off; the step is halved past the kink.
+        let mut f = kinked(0.3, 10.0, 0.0);
+        assert_eq!(disagreement(&mut f, (0.0, 1.0, 1e-9), 2.0).unwrap(), None);
+        // A wrong backward still fails, with the linear step's difference.
+        let fd = disagreement(&mut f, (0.0, 1.0, 1e-9), 1.0)
+            .unwrap()
+            .unwrap();
+        assert!((fd - 2.0).abs() < 1e-9, "{fd}");
+    }
+
+    #[test]
+    fn kinks_on_both_sides_that_look_linear_are_retried() {
+        // One-sided slopes 3.5 and 3.5 at h = 1 (both kinks at ±0.5): linear-looking, off.
+        let mut f = kinked(0.5, 0.5, -3.0);
+        assert_eq!(disagreement(&mut f, (0.0, 1.0, 1e-9), 2.0).unwrap(), None);
+        let fd = disagreement(&mut f, (0.0, 1.0, 1e-9), 2.4)
+            .unwrap()
+            .unwrap();
+        assert!((fd - 3.5).abs() < 1e-9, "the first linear difference: {fd}");
+    }
+
+    #[test]
+    fn rounding_does_not_rescue_a_wrong_backward_at_small_steps() {
+        // A smooth F whose backward is 10 % low: the halvings stop before noise/h can
+        // absorb the error, so it is refused.
+        let mut f = |t: f64| Ok(2.0 * t);
+        let noise = 0.02;
+        assert!(
+            disagreement(&mut f, (0.0, 1.0, noise), 1.8)
+                .unwrap()
+                .is_some()
+        );
+        assert_eq!(disagreement(&mut f, (0.0, 1.0, noise), 2.0).unwrap(), None);
+    }
 }
