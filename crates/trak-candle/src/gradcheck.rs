@@ -23,7 +23,7 @@
 //! never jittered). A central difference across such a kink is off by part of the kink's
 //! jump, so a difference counts only where F is linear across ±h (its one-sided slopes
 //! (F(+h) − F(0)) / h and (F(0) − F(−h)) / h agree to the same 5 %), and a check that fails
-//! is retried with the step halved (up to [`HALVINGS`] times, while the rounding floor stays
+//! is retried with the step halved (up to 6 times, while the rounding floor stays
 //! under the tolerance). A layer or parameter is refused only when no retried step agrees and
 //! one of them was linear. A wrong backward leaves F smooth and disagrees at every step, so it
 //! is still caught; a correct one passes at the first step but for a kink.
