@@ -8,6 +8,7 @@
 //! cargo run --release --example metagrad_lds -- --quick   # seconds: 1,000 train, 20 targets, J = 40
 //! cargo run --release --example metagrad_lds -- --map     # same-seed LDS over (lr, batch, epochs)
 //! cargo run --release --example metagrad_lds -- --settings default   # the crate's Sgd::default()
+//! cargo run --release --example metagrad_lds -- --fd      # finite differences in w_i vs metagradients
 //! ```
 //! Options: `--family logreg|mlp` (repeatable), `--subsets J`, `--targets m`, `--ensembles
 //! 1,5,20`, `--no-cache`, `--no-cost` (skip the cost lines), `--cost` (only them). Truth margins are cached in `target/lds-cache/`.
@@ -19,6 +20,7 @@ use std::time::Instant;
 
 use trak_demo::cli::Args;
 use trak_demo::family::Family;
+use trak_demo::finite_diff;
 use trak_demo::metagrad::{self, MetagradConfig, MetagradOutput, Training, Truth};
 
 fn config(args: &Args) -> trak::Result<MetagradConfig> {
@@ -45,7 +47,7 @@ fn config(args: &Args) -> trak::Result<MetagradConfig> {
 /// `smooth` (default) or `default` (the crate's `Sgd::default()`).
 fn settings(args: &Args) -> trak::Result<fn(Family) -> Training> {
     match args.value("--settings").unwrap_or("smooth") {
-        "smooth" => Ok(Training::smooth),
+        "smooth" => Ok(|_| Training::smooth()),
         "default" => Ok(|_| Training::crate_default()),
         other => Err(trak::Error::InvalidParameter {
             parameter: "--settings",
@@ -82,7 +84,8 @@ fn print(cfg: &MetagradConfig, out: &MetagradOutput) {
     }
 }
 
-/// The grid of `--map`: lr × batch × epochs around the crate's defaults, same-seed truth.
+/// The grid of `--map`: lr × batch × epochs around the crate's defaults (momentum and weight
+/// decay the defaults'), same-seed truth.
 fn map(cfg: &MetagradConfig) -> trak::Result<()> {
     let mut cfg = cfg.clone();
     cfg.truths = vec![Truth::SameSeed];
@@ -99,10 +102,7 @@ fn map(cfg: &MetagradConfig) -> trak::Result<()> {
                     ..Training::crate_default()
                 };
                 let t0 = Instant::now();
-                let out = metagrad::run(&cfg, |f| Training {
-                    weight_decay: Training::smooth(f).weight_decay,
-                    ..t
-                })?;
+                let out = metagrad::run(&cfg, |_| t)?;
                 print(&cfg, &out);
                 eprintln!(
                     "[metagrad] {} in {:.1} s",
@@ -134,12 +134,33 @@ fn cost(cfg: &MetagradConfig, training: fn(Family) -> Training) -> trak::Result<
     Ok(())
 }
 
+/// `--fd`: finite differences in one example's weight against its metagradient, for the
+/// first target, the 3 examples with the largest |τ_i| and ε from 1 to 1e-5.
+fn finite_differences(cfg: &MetagradConfig, training: fn(Family) -> Training) -> trak::Result<()> {
+    let (train, targets, _) = metagrad::split(cfg)?;
+    let eps = [1.0, 0.1, 1e-2, 1e-3, 1e-4, 1e-5];
+    for &family in &cfg.families {
+        let rows = finite_diff::finite_differences(
+            family,
+            training(family),
+            &train,
+            &targets[0],
+            3,
+            &eps,
+        )?;
+        rows.iter().for_each(|r| println!("{}", r.line()));
+    }
+    Ok(())
+}
+
 fn main() -> trak::Result<()> {
     let args = Args::from_env();
     let cfg = config(&args)?;
     let start = Instant::now();
     if args.flag("--map") {
         map(&cfg)?;
+    } else if args.flag("--fd") {
+        finite_differences(&cfg, settings(&args)?)?;
     } else {
         let training = settings(&args)?;
         if !args.flag("--no-cost") && !args.flag("--quick") {

@@ -373,6 +373,20 @@ pub enum Error {
         checkpoint: u64,
     },
 
+    /// The Gauss-Newton weighting was asked of features that were computed (or read back from
+    /// a store run merged under another weighting) without the curvature r: switching the
+    /// weighting of [`crate::TrainFeatures`] cannot create it.
+    #[error(
+        "checkpoint {checkpoint}'s features were computed without the curvature r = ∂²L/∂f² \
+         that the Gauss-Newton weighting needs: featurise under Weighting::GaussNewton \
+         (TrakBuilder::weighting), or merge the store run under it (Run::with_weighting) and \
+         read Run::train_features from that"
+    )]
+    CurvatureNotRecorded {
+        /// The checkpoint.
+        checkpoint: u64,
+    },
+
     /// A kernel weight (Q or r of a training example) is negative or not finite: the
     /// weighted Gram matrix ΦᵀWΦ would not be positive semi-definite.
     #[error(

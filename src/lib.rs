@@ -97,3 +97,8 @@ pub use model::{FactoredModel, Model};
 pub use progress::Progress;
 pub use project::ProjectorKind;
 pub use store::{Run, Shard};
+
+/// The array crate of trak's public API (gradients, features, scores), at exactly the
+/// version trak is built with: `use trak::ndarray::Array2;` needs no version to match in
+/// your own `Cargo.toml`.
+pub use ndarray;

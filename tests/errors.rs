@@ -827,21 +827,36 @@ fn a_run_on_a_regular_file_is_not_a_directory() {
     ));
 }
 
-#[test]
-fn gauss_newton_on_imported_features_names_the_missing_curvature() {
-    use trak::store::{MergeOptions, Run};
-    let dir = tempfile::tempdir().unwrap();
+/// A run of 300 examples (k = 8, blocks of 128) created under `Weighting::None`, and
+/// features and Q for it as `.npy` files in `dir`: (run, features path, Q path, Φ, Q).
+fn plain_run_and_npy(
+    dir: &std::path::Path,
+) -> (
+    trak::store::Run,
+    std::path::PathBuf,
+    std::path::PathBuf,
+    ndarray::Array2<f32>,
+    ndarray::Array1<f32>,
+) {
     let plain = Trak::builder()
         .proj_dim(8)
         .weighting(trak::Weighting::None)
         .build()
         .unwrap();
-    let run = Run::create(dir.path().join("run"), &plain, 300, 128).unwrap();
+    let run = trak::store::Run::create(dir.join("run"), &plain, 300, 128).unwrap();
     let phi = ndarray::Array2::from_shape_fn((300, 8), |(i, j)| ((i * 7 + j * 3) % 11) as f32);
     let q = ndarray::Array1::from_elem(300, 0.5f32);
-    let (fp, qp) = (dir.path().join("phi.npy"), dir.path().join("q.npy"));
+    let (fp, qp) = (dir.join("phi.npy"), dir.join("q.npy"));
     ndarray_npy::write_npy(&fp, &phi).unwrap();
     ndarray_npy::write_npy(&qp, &q).unwrap();
+    (run, fp, qp, phi, q)
+}
+
+#[test]
+fn gauss_newton_on_imported_features_names_the_missing_curvature() {
+    use trak::store::{MergeOptions, Run};
+    let dir = tempfile::tempdir().unwrap();
+    let (run, fp, qp, phi, q) = plain_run_and_npy(dir.path());
     run.declare_checkpoint(3, 100, 8, 42).unwrap();
     run.import_npy(3, &fp, &qp).unwrap();
     run.merge(MergeOptions::default()).unwrap();
@@ -879,4 +894,44 @@ fn gauss_newton_on_imported_features_names_the_missing_curvature() {
     let q_run = gn.with_weighting(trak::Weighting::Q);
     q_run.import_npy(3, &fp, &qp).unwrap();
     q_run.merge(MergeOptions::default()).unwrap();
+}
+
+#[test]
+fn gauss_newton_after_importing_into_a_plain_run_names_the_missing_curvature() {
+    // A run created under Weighting::None, checkpoint 0 imported and merged, then its
+    // features in memory and the same run object (not reopened) under Gauss-Newton.
+    use trak::store::MergeOptions;
+    let dir = tempfile::tempdir().unwrap();
+    let (run, fp, qp, _, _) = plain_run_and_npy(dir.path());
+    run.declare_checkpoint(0, 100, 8, 7).unwrap();
+    run.import_npy(0, &fp, &qp).unwrap();
+    run.merge(MergeOptions::default()).unwrap();
+    // In memory: the plain run's features, then Gauss-Newton.
+    let in_memory = run
+        .train_features()
+        .unwrap()
+        .with_weighting(trak::Weighting::GaussNewton)
+        .finalize()
+        .unwrap_err();
+    let gn = run.with_weighting(trak::Weighting::GaussNewton);
+    let psi = ndarray::Array2::<f32>::zeros((2, 8));
+    let errs = [
+        gn.merge(MergeOptions::default()).unwrap_err(),
+        gn.gram(0).unwrap_err(),
+        gn.weighted_gram(0, trak::Weighting::GaussNewton)
+            .unwrap_err(),
+        gn.score_features("t", &[(0, psi.view())], Default::default())
+            .unwrap_err(),
+        gn.train_features().unwrap_err(),
+        in_memory,
+    ];
+    for err in errs {
+        let text = err.to_string();
+        assert!(
+            matches!(err, Error::ImportedWithoutCurvature { checkpoint: 0 })
+                && text.contains("no curvature")
+                && !text.contains("not featurised"),
+            "{text}"
+        );
+    }
 }

@@ -216,7 +216,10 @@ fn gauss_newton_without_curvature_is_refused_in_memory_and_in_the_store() {
     let mut f = trak.with_weighting(Weighting::None).featurizer();
     f.featurize(0, &NoCurvature, &data).unwrap();
     let r = f.with_weighting(Weighting::GaussNewton).finalize();
-    assert!(matches!(r, Err(Error::NoCurvature)));
+    assert!(
+        matches!(r, Err(Error::CurvatureNotRecorded { checkpoint: 0 })),
+        "{r:?}"
+    );
     let dir = tempfile::tempdir().unwrap();
     let run = Run::create(dir.path(), &trak, 10, 4).unwrap();
     let r = run.featurize(0, &NoCurvature, &data, Default::default());

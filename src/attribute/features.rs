@@ -26,6 +26,8 @@ pub(super) struct CkptFeatures {
     pub(super) r: Option<Arc<Array1<f32>>>,
     /// Parameter count of the model that was featurised.
     pub(super) p: usize,
+    /// Whether the features were imported (they can never have a curvature).
+    imported: bool,
     /// The Gram matrix under each weighting (index: [`Weighting::ALL`]), computed once.
     gram: Arc<[OnceLock<Array2<f64>>; 3]>,
 }
@@ -37,6 +39,7 @@ impl CkptFeatures {
             q,
             r,
             p,
+            imported: false,
             gram: Arc::new(Default::default()),
         }
     }
@@ -46,6 +49,12 @@ impl CkptFeatures {
         let cell = &self.gram[weighting.index()];
         if let Some(g) = cell.get() {
             return Ok(g);
+        }
+        if weighting.needs_curvature() && self.r.is_none() {
+            return Err(match self.imported {
+                true => Error::ImportedWithoutCurvature { checkpoint },
+                false => Error::CurvatureNotRecorded { checkpoint },
+            });
         }
         let r = self.r.as_deref().map(|r| r.view());
         let w = weighting.weights(self.q.view(), r, (checkpoint, 0))?;
@@ -62,6 +71,8 @@ pub(crate) struct StoredCheckpoint {
     pub(crate) params: usize,
     /// The merged Gram matrix and the weighting it is under.
     pub(crate) gram: (Weighting, Array2<f64>),
+    /// Whether its features were imported ([`crate::Run::import_npy`]).
+    pub(crate) imported: bool,
 }
 
 /// Per-checkpoint training features Φ_m (n × k) and Q_m (n), before finalisation.
@@ -147,7 +158,8 @@ impl TrainFeatures {
         let ckpts = parts
             .into_iter()
             .map(|c| {
-                let f = CkptFeatures::new(c.phi, Arc::new(c.q), None, c.params);
+                let mut f = CkptFeatures::new(c.phi, Arc::new(c.q), None, c.params);
+                f.imported = c.imported;
                 let (w, g) = c.gram;
                 f.gram[w.index()].set(g).expect("fresh cell");
                 (c.id, f)
@@ -182,7 +194,9 @@ impl TrainFeatures {
 
     /// The same features with another kernel weighting for [`TrainFeatures::finalize`]
     /// (shares Φ, Q, r and the cached Gram matrices). [`Weighting::GaussNewton`] needs the
-    /// curvature, recorded only when the features were computed under it.
+    /// curvature, recorded only when the features were computed under it: finalising without
+    /// it is [`Error::CurvatureNotRecorded`] ([`Error::ImportedWithoutCurvature`] for
+    /// imported features).
     pub fn with_weighting(&self, weighting: Weighting) -> Self {
         let mut out = self.clone();
         out.cfg = self.cfg.with_weighting(weighting);
@@ -213,7 +227,9 @@ impl TrainFeatures {
         let mut ckpts = BTreeMap::new();
         for (&id, c) in &self.ckpts {
             let phi = dense::prefix_features(c.phi.view(), k)?;
-            ckpts.insert(id, CkptFeatures::new(phi, c.q.clone(), c.r.clone(), c.p));
+            let mut f = CkptFeatures::new(phi, c.q.clone(), c.r.clone(), c.p);
+            f.imported = c.imported;
+            ckpts.insert(id, f);
         }
         let mut cfg = self.cfg.clone();
         cfg.proj_dim = k;

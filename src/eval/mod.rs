@@ -5,10 +5,23 @@
 //! - [`lds`]: the linear datamodeling score (Park et al. 2023, §2): for each target, the
 //!   Spearman correlation over subsets S_j between the predicted output Σ_{i∈S_j} τ_i and the
 //!   output of a model actually trained on S_j; averaged over targets.
+//! - [`DropSets`]: the same-seed (leave-out) protocol: random sets D_j to drop, the weights
+//!   that retrain without them ([`crate::models::Sgd::fit_weighted`]), and the LDS of the
+//!   predicted change −Σ_{i∈D_j} τ_i against the retrained outputs.
 //! - [`grad_dot`], [`random_scores`]: baseline attributions on the same features.
+//!
+//! # From scores to a predicted change
+//! A score τ_i is the effect of **including** example i (positive: i raises f). Removing a
+//! set D from the training set therefore changes f by **−Σ_{i∈D} τ_i** to first order, and a
+//! model trained on a subset S has f ≈ const + Σ_{i∈S} τ_i. [`lds`] correlates the second
+//! form, [`DropSets::lds`] the first; on the same split both give the same ranks.
 //!
 //! The MNIST protocol that drives these (model zoo, retraining, caches) lives in the
 //! workspace's `trak-demo` crate, outside the library.
+
+mod drop_sets;
+
+pub use drop_sets::DropSets;
 
 use ndarray::{Array2, ArrayView2, Axis};
 use rand::seq::index::sample;
@@ -111,11 +124,17 @@ pub fn lds(
     scores: ArrayView2<'_, f32>,
     outputs: ArrayView2<'_, f32>,
 ) -> Result<Lds> {
-    let (j, n) = masks.dim();
-    let m = scores.ncols();
-    if scores.nrows() != n {
-        return Err(shape_err("scores rows (n_train)", n, scores.nrows()));
-    }
+    masked_lds(masks, scores, outputs, 1.0)
+}
+
+/// The LDS of `sign` · Σ_{i: masks[j, i]} τ_i against `outputs` (J × m).
+fn masked_lds(
+    masks: ArrayView2<'_, bool>,
+    scores: ArrayView2<'_, f32>,
+    outputs: ArrayView2<'_, f32>,
+    sign: f64,
+) -> Result<Lds> {
+    let (j, m) = (masks.nrows(), scores.ncols());
     if outputs.dim() != (j, m) {
         return Err(shape_err(
             "subset outputs (subsets × targets)",
@@ -126,17 +145,35 @@ pub fn lds(
     if j < 2 || m == 0 {
         return Err(Error::Empty("LDS needs ≥ 2 subsets and ≥ 1 target"));
     }
+    lds_of_predictions(&masked_sums(masks, scores, sign)?, outputs)
+}
+
+/// `sign` · Σ_{i: masks[j, i]} τ_i(t) for every target t and set j (m × J, f64, through the
+/// kernel's f64 product); the scores are checked to have n rows and finite entries.
+fn masked_sums(
+    masks: ArrayView2<'_, bool>,
+    scores: ArrayView2<'_, f32>,
+    sign: f64,
+) -> Result<Array2<f64>> {
+    let (j, n) = masks.dim();
+    if scores.nrows() != n {
+        return Err(shape_err("scores rows (n_train)", n, scores.nrows()));
+    }
     if let Some(index) = scores.iter().position(|v| !v.is_finite()) {
         return Err(Error::NonFiniteInput {
             what: "attribution scores",
             index,
         });
     }
-    let mask = faer::Mat::<f64>::from_fn(n, j, |i, s| f64::from(u8::from(masks[(s, i)])));
-    // predicted (m × J) = scoresᵀ (m × n) · maskᵀ (n × J), via the kernel's f64 product
-    let mut pred = Array2::<f64>::zeros((m, j));
+    let mask = faer::Mat::<f64>::from_fn(n, j, |i, s| if masks[(s, i)] { sign } else { 0.0 });
+    let mut pred = Array2::<f64>::zeros((scores.ncols(), j));
     add_scores(scores.t(), &mask, pred.view_mut())?;
-    let per_target = (0..m)
+    Ok(pred)
+}
+
+/// The LDS of predictions `pred` (m × J, one row per target) against `outputs` (J × m).
+fn lds_of_predictions(pred: &Array2<f64>, outputs: ArrayView2<'_, f32>) -> Result<Lds> {
+    let per_target = (0..pred.nrows())
         .map(|t| {
             let y: Vec<f64> = outputs.column(t).iter().map(|&v| v as f64).collect();
             spearman(pred.row(t).as_slice().expect("standard layout"), &y)

@@ -217,12 +217,14 @@ impl Run {
         for id in self.checkpoints()? {
             let gram = self.weighted_gram(id, weighting)?;
             let (phi, q) = self.load_features(id)?;
+            let info = self.checkpoint_info(id)?;
             parts.push(StoredCheckpoint {
                 id,
                 phi,
                 q,
-                params: self.checkpoint_info(id)?.params,
+                params: info.params,
                 gram: (weighting, gram),
+                imported: matches!(info.fingerprint, Fingerprint::Declared(_)),
             });
         }
         if parts.is_empty() {

@@ -37,11 +37,11 @@
 //! CPU, so not across machines.
 //!
 //! ```
-//! use candle::{DType, Device, Tensor};
-//! use candle_nn::{Linear, VarBuilder, VarMap, linear};
-//! use trak::data::Dataset;
-//! use trak::output::Margin;
-//! use trak::{ProjectorKind, Trak};
+//! use trak_candle::candle::{self, DType, Device, Tensor};
+//! use trak_candle::candle_nn::{Linear, VarBuilder, VarMap, linear};
+//! use trak_candle::trak::data::Dataset;
+//! use trak_candle::trak::output::Margin;
+//! use trak_candle::trak::{self, ProjectorKind, Trak};
 //! use trak_candle::{CandleModel, Recorder, SampleCollate};
 //!
 //! struct Net { fc1: Linear, fc2: Linear }
@@ -98,3 +98,14 @@ pub use network::Network;
 pub use objective::{Objective, WithTarget};
 pub use recorder::Recorder;
 pub use sequence::{SequenceObjective, TokenCollate, TokenSeq};
+
+// The crates of trak-candle's public API, at exactly the versions it is built with, so that
+// a user's `Cargo.toml` needs only `trak-candle` (and no version to match by hand).
+/// candle-core, the framework ([`candle::Tensor`], [`candle::Var`], [`candle::Device`]).
+pub use candle;
+/// candle-nn, the layers and optimisers (`Linear`, `VarBuilder`, `AdamW`).
+pub use candle_nn;
+/// Hugging Face's tokenizers, whose `Tokenizer` [`models::llama`] loads.
+pub use tokenizers;
+/// trak itself (its `ndarray` is [`trak::ndarray`]).
+pub use trak;

@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use candle::{DType, Device, Module, Tensor};
 use candle_nn::{Embedding, Linear, VarBuilder, VarMap};
 use candle_transformers::models::llama as reference;
-use common::{grads, rel_err};
+use common::{Fill, grads, rel_err, seed_vars_with};
 use trak::output::OutputValue;
 use trak::{Error, ProjectorKind, Trak, Unattributable};
 use trak_candle::capture::VarCapture;
@@ -191,6 +191,9 @@ fn own_weights() -> VarMap {
     let map = VarMap::new();
     let vb = VarBuilder::from_varmap(&map, DType::F32, &Device::Cpu);
     Own::load(vb, false).unwrap();
+    // PyTorch's linear init, the embedding U(±1) (candle's is N(0, 1), unseeded).
+    let rule = |name: &str, _: &[usize]| name.starts_with("emb").then_some(Fill::Uniform(1.0));
+    seed_vars_with(&map, 0, rule).unwrap();
     map
 }
 

@@ -5,7 +5,7 @@ mod common;
 
 use candle::{DType, Device, Tensor};
 use candle_nn::{BatchNorm, Conv2d, Conv2dConfig, Linear, VarBuilder, VarMap};
-use common::{MlpNet, samples};
+use common::{MlpNet, samples, seed_vars};
 use trak::output::Margin;
 use trak::{Error, Unattributable};
 use trak_candle::{CandleModel, Network, Recorder, SampleCollate};
@@ -43,6 +43,7 @@ fn tied_weights_are_refused() {
     let vb = VarBuilder::from_varmap(&map, DType::F32, &Device::Cpu);
     let enc = lin(3, 3, &vb, "enc");
     let dec = Linear::new(enc.weight().clone(), None);
+    seed_vars(&map, 0).unwrap();
     let (layer, reason) = refusal(build(Tied(enc, dec), 3));
     assert_eq!(layer, "dec");
     assert_eq!(reason, Unattributable::SharedWeights { with: "enc".into() });
@@ -61,7 +62,9 @@ impl Network for Twice {
 fn a_layer_called_twice_is_refused() {
     let map = VarMap::new();
     let vb = VarBuilder::from_varmap(&map, DType::F32, &Device::Cpu);
-    let (layer, reason) = refusal(build(Twice(lin(3, 3, &vb, "b")), 3));
+    let twice = Twice(lin(3, 3, &vb, "b"));
+    seed_vars(&map, 0).unwrap();
+    let (layer, reason) = refusal(build(twice, 3));
     assert_eq!(layer, "block");
     assert!(matches!(reason, Unattributable::SharedWeights { .. }));
 }
@@ -94,6 +97,7 @@ fn batch_norm_in_training_mode_is_refused() {
             bn,
             through_recorder,
         };
+        seed_vars(&map, 0).unwrap();
         let (layer, reason) = refusal(build(net, 4));
         assert_eq!(reason, Unattributable::BatchDependent);
         let want = if through_recorder {
@@ -112,6 +116,7 @@ fn non_f32_weights_are_refused() {
     let net = MlpNet {
         layers: vec![lin(5, 3, &vb, "fc0")],
     };
+    seed_vars(&map, 0).unwrap();
     let (layer, reason) = refusal(build(net, 5));
     assert_eq!(layer, "fc0");
     assert_eq!(
@@ -140,7 +145,9 @@ fn grouped_convolutions_are_refused() {
         ..Default::default()
     };
     let conv = candle_nn::conv2d(2, 2, 1, cfg, vb.pp("g")).unwrap();
-    let (layer, reason) = refusal(build(Grouped(conv, lin(8, 3, &vb, "fc")), 8));
+    let grouped = Grouped(conv, lin(8, 3, &vb, "fc"));
+    seed_vars(&map, 0).unwrap();
+    let (layer, reason) = refusal(build(grouped, 8));
     assert_eq!(layer, "grouped");
     assert!(matches!(reason, Unattributable::Configuration { .. }));
 }
@@ -231,6 +238,7 @@ fn a_wrong_backward_fails_the_gradient_check() {
     };
     let conv = candle_nn::conv2d(1, 3, 3, cfg, vb.pp("conv")).unwrap();
     let net = CandlePool(conv, lin(12, 3, &vb, "fc"));
+    seed_vars(&map, 0).unwrap();
     let (layer, reason) = refusal(build(&net, 16));
     assert_eq!(layer, "conv");
     let Unattributable::GradientCheck {

@@ -5,7 +5,7 @@ mod common;
 
 use candle::{DType, Device, Tensor};
 use candle_nn::{Linear, VarBuilder, VarMap};
-use common::{Cnn, rel_err, samples};
+use common::{Cnn, rel_err, samples, seed_vars};
 use ndarray::Array2;
 use trak::output::Margin;
 use trak::store::{FeaturizeOptions, MergeOptions, ScoreOptions};
@@ -46,7 +46,7 @@ fn a_sharded_store_run_gives_the_in_memory_scores() {
     let stored = run.load_scores("t").unwrap().into_inner();
     assert!(rel_err(&memory.values().to_owned(), &stored) < 1e-5);
     // Resuming with other weights is refused through the adapter's fingerprint.
-    let other = Cnn::new(12, 3, &VarMap::new());
+    let other = Cnn::seeded(12, 3, &VarMap::new(), 1);
     let other = CandleModel::builder(&other, SampleCollate::new(&[1, 12, 12]), Margin)
         .chunk_rows(16)
         .build(&train[..4])
@@ -79,6 +79,7 @@ fn sequence_layers_have_one_position_per_token() {
         embed: candle_nn::linear(3, 5, vb.pp("token")).unwrap(),
         head: candle_nn::linear(5, 3, vb.pp("head")).unwrap(),
     };
+    seed_vars(&map, 0).unwrap();
     let data = samples(25, 12, 3, 10);
     let collate = SampleCollate::new(&[12]);
     let factored = CandleModel::builder(&net, collate.clone(), Margin)

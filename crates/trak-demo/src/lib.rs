@@ -28,6 +28,7 @@
 pub mod cli;
 pub mod cluster;
 pub mod family;
+pub mod finite_diff;
 pub mod metagrad;
 pub mod pictures;
 pub mod protocol;

@@ -21,7 +21,7 @@ use std::time::Instant;
 
 use ndarray::Array2;
 use trak::data::Sample;
-use trak::eval::{lds, random_scores};
+use trak::eval::{DropSets, lds, random_scores};
 use trak::metagrad::{MetagradOptions, Metagradients, Precision, metagradients};
 use trak::models::{Mlp, Sgd};
 use trak::output::Margin;
@@ -29,7 +29,7 @@ use trak::{Error, Result, Scores, Trak};
 
 use crate::family::Family;
 use crate::protocol::{BenchConfig, baseline_scores, featurize_all};
-use crate::truth::{GroundTruth, ground_truth_masked, ground_truth_with};
+use crate::truth::{GroundTruth, ground_truth_masked, ground_truth_with, subset_seed};
 
 /// The trainer settings of a run, all but the seed.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -63,22 +63,11 @@ impl Training {
         }
     }
 
-    /// The settings under which metagradients are near-exact for `family` (measured by
-    /// `metagrad_lds --map`, docs/VALIDATION.md): the crate's defaults with lr 0.01 instead of
-    /// 0.05 (batch 64, 10 epochs, momentum 0.9), and the family's weight decay. Same-seed LDS
-    /// at drop 1 %: 0.961 (MLP), 0.998 (logistic), for 2.3 and 1.0 points of held-out
-    /// accuracy.
-    pub fn smooth(family: Family) -> Self {
-        Self {
-            lr: 0.01,
-            batch_size: 64,
-            epochs: 10,
-            momentum: 0.9,
-            weight_decay: match family {
-                Family::LogReg => 1e-4,
-                Family::Mlp => 5e-4,
-            },
-        }
+    /// The library's smooth settings ([`Sgd::smooth`]: the crate's defaults with lr 0.01),
+    /// under which metagradients are near-exact; the evidence is in its docs and in
+    /// `metagrad_lds --map` (docs/VALIDATION.md).
+    pub fn smooth() -> Self {
+        Self::of(&Sgd::smooth())
     }
 
     /// The trainer with these settings and `seed`.
@@ -340,7 +329,7 @@ pub fn family_runs(
 
 /// Run `seed` of `family` (initialisation and order from `seed`) and its metagradients for
 /// all of `targets` in one pass.
-fn run_of(
+pub(crate) fn run_of(
     family: Family,
     training: Training,
     seed: u64,
@@ -379,19 +368,30 @@ pub fn truth_of(
         Ok(m.outputs(targets)?.iter().map(|v| v.f).collect())
     };
     match truth {
-        Truth::SameSeed => ground_truth_masked(
-            &bench,
-            family.name(),
-            &settings,
-            train,
-            targets,
-            |mask, _| {
-                let mut model = Mlp::new(&family.sizes(), Margin, 0)?;
-                let w: Vec<f32> = mask.iter().map(|&b| f32::from(u8::from(b))).collect();
-                training.sgd(0).fit_weighted(&mut model, train, &w)?;
-                margins(&model)
-            },
-        ),
+        Truth::SameSeed => {
+            // The library's drop sets: the complements of the protocol's subset masks.
+            let drops = DropSets::new(train.len(), drop, cfg.subsets, subset_seed(&bench))?;
+            let gt = ground_truth_masked(
+                &bench,
+                family.name(),
+                &settings,
+                train,
+                targets,
+                |j, _, _| {
+                    let mut model = Mlp::new(&family.sizes(), Margin, 0)?;
+                    training
+                        .sgd(0)
+                        .fit_weighted(&mut model, train, &drops.weights(j))?;
+                    margins(&model)
+                },
+            )?;
+            assert_eq!(
+                drops.mask(),
+                gt.masks.mapv(|kept| !kept),
+                "drop sets = complements"
+            );
+            Ok(gt)
+        }
         Truth::OtherSeeds => ground_truth_with(
             &bench,
             family.name(),
@@ -424,8 +424,18 @@ pub fn rows(
     truth: Truth,
     gt: &GroundTruth,
 ) -> Result<Vec<MetagradRow>> {
+    // The same-seed truth is a leave-out: its LDS is the library's, of the predicted change
+    // −Σ_{i∈D_j} τ_i (the same ranks as Σ over the kept examples).
+    let drops = match truth {
+        Truth::SameSeed => Some(DropSets::from_mask(gt.masks.mapv(|kept| !kept))?),
+        Truth::OtherSeeds => None,
+    };
     let lds_of = |s: &Scores| -> Result<f64> {
-        Ok(lds(gt.masks.view(), s.values(), gt.margins.view())?.mean)
+        Ok(match &drops {
+            Some(d) => d.lds(s.values(), gt.margins.view())?,
+            None => lds(gt.masks.view(), s.values(), gt.margins.view())?,
+        }
+        .mean)
     };
     let row = |method, m, lds| MetagradRow {
         family: runs.family,

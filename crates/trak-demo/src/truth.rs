@@ -67,7 +67,7 @@ pub fn ground_truth_with<F>(
 where
     F: Fn(&[Sample], u64) -> Result<Vec<f32>> + Sync,
 {
-    ground_truth_masked(cfg, name, settings, train, targets, |mask, seed| {
+    ground_truth_masked(cfg, name, settings, train, targets, |_, mask, seed| {
         let subset: Vec<Sample> = mask
             .iter()
             .zip(train)
@@ -78,9 +78,10 @@ where
     })
 }
 
-/// [`ground_truth_with`] for a model that is told the subset by its membership mask (length
-/// n_train) instead of a copy of it: e.g. training on the whole set with weight 0 on the
-/// left-out examples. `margins_of(mask, seed)`, seed = 1,000,000 + j.
+/// [`ground_truth_with`] for a model that is told the subset by its index j and membership
+/// mask (length n_train) instead of a copy of it: e.g. training on the whole set with the
+/// weights of [`trak::eval::DropSets::weights`]`(j)`. `margins_of(j, mask, seed)`, seed =
+/// 1,000,000 + j. The masks are [`subset_masks`] with [`subset_seed`]`(cfg)`.
 pub fn ground_truth_masked<F>(
     cfg: &BenchConfig,
     name: &str,
@@ -90,9 +91,9 @@ pub fn ground_truth_masked<F>(
     margins_of: F,
 ) -> Result<GroundTruth>
 where
-    F: Fn(&[bool], u64) -> Result<Vec<f32>> + Sync,
+    F: Fn(usize, &[bool], u64) -> Result<Vec<f32>> + Sync,
 {
-    let masks = subset_masks(train.len(), cfg.alpha, cfg.subsets, cfg.seed ^ 0x5u64)?;
+    let masks = subset_masks(train.len(), cfg.alpha, cfg.subsets, subset_seed(cfg))?;
     let key = format!(
         "v1 family={name} {settings} n_train={} n_targets={} J={} alpha={} seed={} data=mnist_5k",
         train.len(),
@@ -113,16 +114,21 @@ where
     Ok(GroundTruth { masks, margins })
 }
 
+/// The seed of the protocol's subset masks.
+pub fn subset_seed(cfg: &BenchConfig) -> u64 {
+    cfg.seed ^ 0x5u64
+}
+
 /// Margins (J × m) of models trained on each subset j (seed 1,000,000 + j).
 fn subset_margins<F>(masks: &Array2<bool>, m: usize, margins_of: F) -> Result<Array2<f32>>
 where
-    F: Fn(&[bool], u64) -> Result<Vec<f32>> + Sync,
+    F: Fn(usize, &[bool], u64) -> Result<Vec<f32>> + Sync,
 {
     let rows: Vec<Vec<f32>> = (0..masks.nrows())
         .into_par_iter()
         .map(|j| {
             let mask = masks.row(j).to_vec();
-            let margins = margins_of(&mask, 1_000_000 + j as u64)?;
+            let margins = margins_of(j, &mask, 1_000_000 + j as u64)?;
             if margins.len() != m {
                 let got = margins.len().to_string();
                 return Err(trak::Error::ShapeMismatch {

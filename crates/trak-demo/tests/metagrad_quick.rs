@@ -7,7 +7,7 @@ use trak_demo::metagrad::{self, MetagradConfig, Training};
 #[test]
 fn quick_metagradients_beat_trak_and_random_on_the_same_seed_truth() {
     let cfg = MetagradConfig::quick();
-    let out = metagrad::run(&cfg, Training::smooth).unwrap();
+    let out = metagrad::run(&cfg, |_| Training::smooth()).unwrap();
     for r in &out.rows {
         eprintln!("{}", r.line());
     }

@@ -8,6 +8,11 @@ use trak::models::Mlp;
 use trak::output::Margin;
 use trak_candle::{Network, Recorder};
 
+// Each support file that seeds a network includes this one; a program may include several.
+#[allow(clippy::duplicate_mod)]
+#[path = "seeded.rs"]
+mod seeded;
+
 /// A ReLU MLP: `fc0 … fcL`, ReLU between layers.
 pub struct MlpNet {
     /// The layers, input first.
@@ -44,7 +49,8 @@ impl MlpNet {
         Self { layers }
     }
 
-    /// A network whose weights are the Vars of `map` (`fc{l}.weight`, `fc{l}.bias`).
+    /// A network whose weights are the Vars of `map` (`fc{l}.weight`, `fc{l}.bias`), seeded
+    /// from 0 (PyTorch's U(±1/√fan_in), ChaCha8).
     pub fn with_vars(sizes: &[usize], map: &VarMap) -> Self {
         let vb = VarBuilder::from_varmap(map, DType::F32, &Device::Cpu);
         let layers = sizes
@@ -52,6 +58,7 @@ impl MlpNet {
             .enumerate()
             .map(|(l, w)| candle_nn::linear(w[0], w[1], vb.pp(format!("fc{l}"))).unwrap())
             .collect();
+        seeded::seed_vars(map, 0).unwrap();
         Self { layers }
     }
 }

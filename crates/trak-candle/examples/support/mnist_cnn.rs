@@ -6,12 +6,17 @@
 
 use candle::{DType, Device, Tensor};
 use candle_nn::{Conv2d, Conv2dConfig, Linear, Optimizer, VarBuilder, VarMap};
+use rand::SeedableRng;
 use rand::seq::SliceRandom;
-use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use trak::data::{Sample, Target};
 use trak_candle::ops::max_pool2d;
 use trak_candle::{Network, Recorder};
+
+// Each support file that seeds a network includes this one; a program may include several.
+#[allow(clippy::duplicate_mod)]
+#[path = "seeded.rs"]
+mod seeded;
 
 /// Channels of the two convolutions.
 pub const CHANNELS: (usize, usize) = (8, 16);
@@ -75,28 +80,7 @@ impl MnistCnn {
     /// does (U(±1/√fan_in) for weights and biases), with ChaCha8 so that it is reproducible.
     pub fn init(map: &VarMap, seed: u64) -> candle::Result<Self> {
         let net = Self::from_vb(VarBuilder::from_varmap(map, DType::F32, &Device::Cpu))?;
-        let (a, b) = CHANNELS;
-        let mut rng = ChaCha8Rng::seed_from_u64(seed);
-        let mut vars: Vec<(String, candle::Var)> = map
-            .data()
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
-        vars.sort_by(|x, y| x.0.cmp(&y.0));
-        for (name, var) in vars {
-            let fan_in = match name.split('.').next() {
-                Some("conv1") => 9,
-                Some("conv2") => 9 * a,
-                _ => b * 49,
-            };
-            let bound = 1.0 / (fan_in as f32).sqrt();
-            let v: Vec<f32> = (0..var.elem_count())
-                .map(|_| rng.random_range(-bound..bound))
-                .collect();
-            var.set(&Tensor::from_vec(v, var.shape(), &Device::Cpu)?)?;
-        }
+        seeded::seed_vars(map, seed)?;
         Ok(net)
     }
 

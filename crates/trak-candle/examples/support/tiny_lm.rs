@@ -7,10 +7,16 @@
 
 use candle::{D, DType, Device, Tensor};
 use candle_nn::{Embedding, Linear, Module, Optimizer, VarBuilder, VarMap};
+use rand::SeedableRng;
 use rand::seq::SliceRandom;
-use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use trak_candle::{Collate, Network, Recorder, TokenCollate, TokenSeq};
+
+// Each support file that seeds a network includes this one; a program may include several.
+#[allow(clippy::duplicate_mod)]
+#[path = "seeded.rs"]
+mod seeded;
+use seeded::Fill;
 
 /// Sizes of the model.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -123,28 +129,22 @@ impl TinyLm {
     }
 }
 
-/// Overwrites every variable of `map` (sorted by name) from a ChaCha8 stream.
+/// Overwrites every variable of `map` (sorted by name) from a ChaCha8 stream: norms 1 and 0,
+/// embeddings U(±0.1), linear layers PyTorch's U(±1/√fan_in).
 fn seeded(map: &VarMap, seed: u64) -> candle::Result<()> {
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let data = map.data().lock().unwrap();
-    let mut vars: Vec<(&String, &candle::Var)> = data.iter().collect();
-    vars.sort_by(|a, b| a.0.cmp(b.0));
-    for (name, var) in &vars {
-        let n = var.elem_count();
-        let values: Vec<f32> = if name.contains("ln") {
-            vec![if name.ends_with("weight") { 1.0 } else { 0.0 }; n]
+    seeded::seed_vars_with(map, seed, |name, _| {
+        if name.contains("ln") {
+            Some(Fill::Const(if name.ends_with("weight") {
+                1.0
+            } else {
+                0.0
+            }))
+        } else if name == "tok" || name == "pos" {
+            Some(Fill::Uniform(0.1))
         } else {
-            let bound = match name.strip_suffix("bias") {
-                _ if *name == "tok" || *name == "pos" => 0.1,
-                // A linear layer's weight is out × in; its bias has the same fan-in.
-                Some(stem) => 1.0 / (data[&format!("{stem}weight")].dims()[1] as f32).sqrt(),
-                None => 1.0 / (var.dims()[1] as f32).sqrt(),
-            };
-            (0..n).map(|_| rng.random_range(-bound..bound)).collect()
-        };
-        var.set(&Tensor::from_vec(values, var.dims(), &Device::Cpu)?)?;
-    }
-    Ok(())
+            None
+        }
+    })
 }
 
 impl Network for TinyLm {

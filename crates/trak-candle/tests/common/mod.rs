@@ -10,6 +10,11 @@ use trak_candle::{Network, Recorder};
 #[path = "../../examples/support/mlp_net.rs"]
 mod mlp_net;
 pub use mlp_net::MlpNet;
+// Each support file that seeds a network includes this one; a program may include several.
+#[allow(clippy::duplicate_mod)]
+#[path = "../../examples/support/seeded.rs"]
+mod seeded;
+pub use seeded::{Fill, seed_vars, seed_vars_with};
 
 /// A small CNN on `side × side` single-channel images: conv (pad 1) → ReLU → 2×2 max-pool →
 /// conv (stride 2, pad 1) → ReLU → flatten → linear.
@@ -30,8 +35,13 @@ impl Network for Cnn {
 }
 
 impl Cnn {
-    /// Random weights as Vars of `map`.
+    /// Weights as Vars of `map`, seeded (PyTorch's U(±1/√fan_in), ChaCha8 from `seed`).
     pub fn new(side: usize, classes: usize, map: &VarMap) -> Self {
+        Self::seeded(side, classes, map, 0)
+    }
+
+    /// [`Cnn::new`] from another seed.
+    pub fn seeded(side: usize, classes: usize, map: &VarMap, seed: u64) -> Self {
         let vb = VarBuilder::from_varmap(map, DType::F32, &Device::Cpu);
         let pad = Conv2dConfig {
             padding: 1,
@@ -46,6 +56,7 @@ impl Cnn {
         let c2 = candle_nn::conv2d(4, 6, 3, strided, vb.pp("c2")).unwrap();
         let s = (side / 2).div_ceil(2);
         let fc = candle_nn::linear(6 * s * s, classes, vb.pp("fc")).unwrap();
+        seed_vars(map, seed).unwrap();
         Self { c1, c2, fc, side }
     }
 
