@@ -144,6 +144,16 @@ pub enum Error {
         reason: String,
     },
 
+    /// An example's input does not fit the model: e.g. a token outside the vocabulary, or a
+    /// sequence longer than the context.
+    #[error("invalid input in example {example}: {reason}")]
+    InvalidExample {
+        /// Index of the example in the set that was passed (training set, targets, probe).
+        example: usize,
+        /// What is wrong with it.
+        reason: String,
+    },
+
     /// A model's layer factors (activations or output gradients, for the factored projector)
     /// contain NaN or ±∞.
     #[error(
@@ -435,7 +445,7 @@ pub enum Error {
     /// A framework that the caller drives reported an error: a deep-learning framework
     /// through a model adapter (candle, through the `trak-candle` crate), or the plotting
     /// library of the workspace's demo pictures. The framework's own error is the source.
-    #[error("{framework} error while {context}: {source}")]
+    #[error("{framework} error while {context}: {}", one_line(source.as_ref()))]
     Framework {
         /// The framework, e.g. "candle".
         framework: &'static str,
@@ -516,6 +526,35 @@ pub enum CheckpointProblem {
         /// What is wrong with it.
         reason: String,
     },
+    /// The file holds a tensor the configuration does not account for (e.g. a block past
+    /// the configured block count).
+    #[error("tensor {name} is not part of the configured model: {reason}")]
+    UnexpectedTensor {
+        /// The tensor's name in the file's naming scheme.
+        name: String,
+        /// Why the configuration does not account for it.
+        reason: String,
+    },
+    /// A tensor holds NaN or ±∞.
+    #[error("tensor {name} holds a non-finite value (NaN or ±∞) at flat index {index}")]
+    NonFiniteTensor {
+        /// The tensor's name.
+        name: String,
+        /// The flat index of the first non-finite value.
+        index: usize,
+    },
+    /// The file is shorter or longer than its own header says: truncated (an interrupted
+    /// download or copy) or corrupt.
+    #[error(
+        "the file is {found} bytes, but its header describes {expected} bytes: it is truncated \
+         or corrupt"
+    )]
+    FileSize {
+        /// The file's size.
+        found: u64,
+        /// The size its header implies.
+        expected: u64,
+    },
 }
 
 /// Why a model adapter refuses a layer (see [`Error::Unattributable`]).
@@ -566,6 +605,14 @@ pub enum Unattributable {
         /// The same derivative by central finite differences.
         finite_difference: f64,
     },
+    /// The layer's output holds NaN or ±∞ on a probe example: a weight of this layer, or
+    /// something before it, is not finite.
+    NonFinite {
+        /// The probe example.
+        example: usize,
+        /// The first non-finite entry of its output (flattened).
+        entry: usize,
+    },
 }
 
 impl std::fmt::Display for Unattributable {
@@ -612,8 +659,34 @@ impl std::fmt::Display for Unattributable {
                  op between it and the output has a missing or wrong backward pass on some \
                  paths, so the gradient would be partial"
             ),
+            Unattributable::NonFinite { example, entry } => write!(
+                f,
+                "its output holds NaN or ±∞ (probe example {example}, entry {entry}): a weight \
+                 of this layer, or an input or layer before it, is not finite"
+            ),
         }
     }
+}
+
+/// The message of a framework error on one line: its lines up to the first line of a
+/// backtrace (frames such as `   0: std::backtrace::…`, or `stack backtrace:`), joined by
+/// ": ". candle appends a captured backtrace to its message when `RUST_BACKTRACE` is set;
+/// the whole error, backtrace included, stays reachable as the source.
+fn one_line(e: &(dyn std::error::Error + Send + Sync)) -> String {
+    let text = e.to_string();
+    let frame = |l: &str| {
+        let t = l.trim_start();
+        t.starts_with("stack backtrace")
+            || t.split_once(':')
+                .is_some_and(|(n, _)| !n.is_empty() && n.chars().all(|c| c.is_ascii_digit()))
+    };
+    let lines: Vec<&str> = text
+        .lines()
+        .take_while(|l| !frame(l))
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    lines.join(": ")
 }
 
 /// Shorthand for building an [`Error::InvalidParameter`].

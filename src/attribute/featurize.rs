@@ -269,6 +269,21 @@ struct Batch {
 }
 
 impl Batch {
+    /// A model's error with the example it names counted in the set, not in the batch.
+    fn locate(&self, e: Error) -> Error {
+        match e {
+            Error::InvalidTarget { example, reason } => Error::InvalidTarget {
+                example: self.first + example,
+                reason,
+            },
+            Error::InvalidExample { example, reason } => Error::InvalidExample {
+                example: self.first + example,
+                reason,
+            },
+            other => other,
+        }
+    }
+
     /// Gradients into `g`, checked finite, projected into `out`.
     fn project_flat<M: Model>(
         &self,
@@ -279,7 +294,9 @@ impl Batch {
         out: ArrayViewMut2<'_, f32>,
     ) -> Result<()> {
         let p = g.ncols();
-        model.output_grads(batch, g.view_mut())?;
+        model
+            .output_grads(batch, g.view_mut())
+            .map_err(|e| self.locate(e))?;
         if let Some(flat) = g.iter().position(|v| !v.is_finite()) {
             return Err(Error::NonFiniteGradient {
                 set: self.set,
@@ -303,8 +320,10 @@ impl Batch {
         mut q: Option<ArrayViewMut1<'_, f32>>,
     ) -> Result<usize> {
         let (factors, with_q) = match q.as_mut() {
-            None => (fm.layer_factors(batch)?, false),
-            Some(q) => fm.layer_factors_and_q(batch, q.view_mut())?,
+            None => (fm.layer_factors(batch).map_err(|e| self.locate(e))?, false),
+            Some(q) => fm
+                .layer_factors_and_q(batch, q.view_mut())
+                .map_err(|e| self.locate(e))?,
         };
         mats.check(&factors, batch.len())?;
         self.check_factors(&factors)?;
@@ -345,7 +364,9 @@ impl Batch {
         batch: &[M::Example],
         mut q: ArrayViewMut1<'_, f32>,
     ) -> Result<()> {
-        model.output_q(batch, q.view_mut())?;
+        model
+            .output_q(batch, q.view_mut())
+            .map_err(|e| self.locate(e))?;
         self.check_q(q.view())
     }
 

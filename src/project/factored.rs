@@ -138,9 +138,11 @@ impl FactoredProjector {
     pub fn sketched(layers: &[LinearLayer], k: usize, expansion: usize, seed: u64) -> Result<Self> {
         check_expansion(expansion)?;
         check_layers(layers, k)?;
+        let shares = shares(layers, k);
+        check_shares(layers, k, &shares)?;
         let mut plan = Vec::with_capacity(layers.len());
         let mut offset = 0;
-        for (layer, share) in layers.iter().zip(shares(layers, k)) {
+        for (layer, share) in layers.iter().zip(shares) {
             let whole = layer.num_params() <= share;
             let inter = share.saturating_mul(expansion);
             let (k_out, k_in) = match whole {
@@ -172,8 +174,11 @@ impl FactoredProjector {
         let mut plan = Vec::with_capacity(layers.len());
         let mut offset = 0;
         let mut carry = 0;
-        for (layer, share) in layers.iter().zip(shares) {
+        for (l, (layer, share)) in layers.iter().zip(shares).enumerate() {
             let share = share + carry;
+            if share == 0 {
+                return Err(no_feature(layers, k, l));
+            }
             let (k_out, k_in) = factor_pair(share, layer.out_dim, layer.in_dim);
             carry = share - k_out * k_in;
             plan.push(LayerPlan {
@@ -272,7 +277,37 @@ fn check_layers(layers: &[LinearLayer], k: usize) -> Result<()> {
     if k == 0 {
         return Err(invalid("projection dimension k", 0, "k ≥ 1"));
     }
+    if k < layers.len() {
+        let expected = format!(
+            "at least one feature per attributed layer: k ≥ {} (the number of layers), or \
+             fewer layers",
+            layers.len()
+        );
+        return Err(invalid("projection dimension k", k, expected));
+    }
     Ok(())
+}
+
+/// [`Error::InvalidParameter`] when the split of k left a layer without a feature (k is at
+/// least the layer count, but the layers differ so much in size that a small one's share
+/// rounds to 0).
+fn check_shares(layers: &[LinearLayer], k: usize, shares: &[usize]) -> Result<()> {
+    match shares.iter().position(|&s| s == 0) {
+        None => Ok(()),
+        Some(l) => Err(no_feature(layers, k, l)),
+    }
+}
+
+/// The error of a split of k that gives layer `l` no feature.
+fn no_feature(layers: &[LinearLayer], k: usize, l: usize) -> Error {
+    let expected = format!(
+        "a k whose split over the {} layers gives each at least one feature (layer {l}, {} × \
+         {}, gets none: raise k, or attribute fewer layers)",
+        layers.len(),
+        layers[l].out_dim,
+        layers[l].in_dim
+    );
+    invalid("projection dimension k", k, expected)
 }
 
 /// Where the intermediate X = Σ_t u_t ⊗ v_t (k_out × k_in) lands in a layer's block of

@@ -122,9 +122,24 @@ where
         self.check_settings(probe)?;
         let rows = self.chunk_rows;
         let chunk = &probe[..probe.len().min(rows)];
-        let x = padded_inputs(&self.collate, chunk, rows, &self.device)?;
+        let x = padded_inputs(
+            (&self.collate, &self.output),
+            chunk,
+            (rows, 0),
+            &self.device,
+        )?;
         let mode = Mode::detached(None);
         let (z, calls) = forward(&self.net, &x, mode, "the discovery forward pass")?;
+        check_finite(&calls, &z, chunk.len())?;
+        if let Err(expected) = self.output.check_outputs(z.dims()) {
+            let got = format!("{:?}", z.dims());
+            let what = "network output (for the objective)";
+            return Err(Error::ShapeMismatch {
+                what,
+                expected,
+                got,
+            });
+        }
         check_distinct(&calls)?;
         if chunk.len() >= 2 {
             self.check_batch_independent(&calls, &z, chunk)?;
@@ -166,6 +181,16 @@ where
                 expected: "≥ 1".into(),
             });
         }
+        if let Some(pad) = self.collate.padding()
+            && let Err(reason) = self.output.check(&pad)
+        {
+            return Err(Error::InvalidParameter {
+                parameter: "padding of the collation",
+                value: reason,
+                expected: "padding the objective accepts (e.g. a pad token in the vocabulary)"
+                    .into(),
+            });
+        }
         if self.layers.is_some() && self.all.is_some() {
             return Err(Error::InvalidParameter {
                 parameter: "parameters",
@@ -179,7 +204,8 @@ where
     /// The first example's outputs of every layer, computed inside `chunk` and alone, agree
     /// (up to rounding): otherwise some op between two recorded layers mixes examples.
     fn check_batch_independent(&self, calls: &[Call], z: &Tensor, chunk: &[E]) -> trak::Result<()> {
-        let x1 = padded_inputs(&self.collate, &chunk[..1], self.chunk_rows, &self.device)?;
+        let pair = (&self.collate, &self.output);
+        let x1 = padded_inputs(pair, &chunk[..1], (self.chunk_rows, 0), &self.device)?;
         let mode = Mode::detached(None);
         let (z1, calls1) = forward(&self.net, &x1, mode, "the batch-independence check")?;
         let mut prev = "the network input".to_string();
@@ -251,6 +277,30 @@ fn same_first_row(a: &Tensor, b: &Tensor) -> trak::Result<bool> {
     Ok(trak::model::batch_check::first_disagreement(&a, &b, BATCH_TOLERANCE).is_none())
 }
 
+/// Every layer's output and the network's on the probe's `n` real examples are finite:
+/// otherwise [`Unattributable::NonFinite`] names the first layer whose output is not (a NaN
+/// weight, or a NaN input), before any batch-independence or gradient check can misread it.
+fn check_finite(calls: &[Call], z: &Tensor, n: usize) -> trak::Result<()> {
+    let outputs = calls.iter().map(|c| (c.name.clone(), &c.output));
+    let last = calls
+        .last()
+        .map_or("the network input".into(), |c| c.name.clone());
+    let net = std::iter::once((format!("the network output (after {last})"), z));
+    for (name, t) in outputs.chain(net) {
+        let v = t.narrow(0, 0, n).and_then(|r| to_vec(&r));
+        let v = v.ctx("reading a layer output")?;
+        if let Some(i) = v.iter().position(|x| !x.is_finite()) {
+            let per = (v.len() / n).max(1);
+            let reason = Unattributable::NonFinite {
+                example: i / per,
+                entry: i % per,
+            };
+            return Err(refuse(&name, reason));
+        }
+    }
+    Ok(())
+}
+
 /// Variables of the fallback: f32, non-empty, distinct; their fingerprint.
 fn check_vars(vars: &[(String, Var)]) -> trak::Result<u64> {
     if vars.is_empty() {
@@ -298,7 +348,8 @@ where
         return Ok(());
     }
     let f = || -> trak::Result<f64> {
-        let x = padded_inputs(&m.collate, std::slice::from_ref(e), 1, &m.device)?;
+        let pair = (&m.collate, &m.output);
+        let x = padded_inputs(pair, std::slice::from_ref(e), (1, 0), &m.device)?;
         let (z, _) = forward(&m.net, &x, Mode::Attached, "the parameter gradient check")?;
         let (_, values) = crate::pass::eval_outputs(&m.output, &z, std::slice::from_ref(e), 0)?;
         Ok(values[0].f as f64)

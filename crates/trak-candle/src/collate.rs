@@ -8,6 +8,21 @@ pub trait Collate<E>: Sync {
     /// The input tensor of `batch`; its first dimension must be `batch.len()`, and row b
     /// must depend on `batch[b]` only.
     fn inputs(&self, batch: &[E], device: &Device) -> candle::Result<Tensor>;
+
+    /// Checks one example before it is collated (e.g. that a sequence fits the context); an
+    /// `Err` is reported as [`trak::Error::InvalidExample`] naming the example. The default
+    /// accepts everything.
+    fn check(&self, e: &E) -> Result<(), String> {
+        let _ = e;
+        Ok(())
+    }
+
+    /// An example made only of the padding this collation adds (for a token collation, the
+    /// pad token), so that the builder can check the padding with the objective's
+    /// [`crate::Objective::check`]; `None` (the default) when it pads with nothing to check.
+    fn padding(&self) -> Option<E> {
+        None
+    }
 }
 
 /// Collates [`trak::data::Sample`]s: each input vector reshaped to `shape`

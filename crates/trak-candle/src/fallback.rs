@@ -56,7 +56,12 @@ where
     C: Collate<E>,
     O: Objective<E>,
 {
-    let x = padded_inputs(&m.collate, std::slice::from_ref(e), 1, &m.device)?;
+    let x = padded_inputs(
+        (&m.collate, &m.output),
+        std::slice::from_ref(e),
+        (1, b),
+        &m.device,
+    )?;
     let (z, _) = forward(&m.net, &x, Mode::Attached, "the per-example forward pass")?;
     let (g, _) = eval_outputs(&m.output, &z, std::slice::from_ref(e), b)?;
     let seed = z.mul(&g).and_then(|p| p.sum_all());

@@ -90,7 +90,8 @@ where
         chunk: &[E],
         first: usize,
     ) -> trak::Result<(Vec<ChunkLayer>, Vec<f32>)> {
-        let x = padded_inputs(&self.collate, chunk, self.chunk_rows, &self.device)?;
+        let pair = (&self.collate, &self.output);
+        let x = padded_inputs(pair, chunk, (self.chunk_rows, first), &self.device)?;
         let mode = Mode::detached(Some(self.mask.clone()));
         let (z, calls) = forward(&self.net, &x, mode, "the tapped forward pass")?;
         self.check_calls(&calls)?;
@@ -162,22 +163,23 @@ where
     }
 
     /// Raw outputs of one padded chunk (no taps, weights detached).
-    fn raw_outputs(&self, chunk: &[E]) -> trak::Result<candle::Tensor> {
-        let x = padded_inputs(&self.collate, chunk, self.chunk_rows, &self.device)?;
+    fn raw_outputs(&self, chunk: &[E], first: usize) -> trak::Result<candle::Tensor> {
+        let pair = (&self.collate, &self.output);
+        let x = padded_inputs(pair, chunk, (self.chunk_rows, first), &self.device)?;
         let (z, _) = forward(&self.net, &x, Mode::detached(None), "the forward pass")?;
         Ok(z)
     }
 
     /// Q of one chunk.
     fn chunk_q(&self, chunk: &[E], first: usize) -> trak::Result<Vec<f32>> {
-        let z = self.raw_outputs(chunk)?;
+        let z = self.raw_outputs(chunk, first)?;
         let (_, values) = eval_outputs(&self.output, &z, chunk, first)?;
         Ok(values.iter().map(|v| v.q).collect())
     }
 
     /// The curvature r of each example of one chunk.
-    fn chunk_r(&self, chunk: &[E]) -> trak::Result<Vec<f32>> {
-        let z = self.raw_outputs(chunk)?;
+    fn chunk_r(&self, chunk: &[E], first: usize) -> trak::Result<Vec<f32>> {
+        let z = self.raw_outputs(chunk, first)?;
         let width = z.elem_count() / z.dims()[0].max(1);
         let zv = z.flatten_all().and_then(|t| t.to_vec1::<f32>());
         let zv = zv.ctx("reading the network output")?;
@@ -261,7 +263,7 @@ where
             batch.len().to_string(),
             r.len().to_string(),
         )?;
-        let chunks = self.per_chunk(batch, |c, _| self.chunk_r(c))?;
+        let chunks = self.per_chunk(batch, |c, first| self.chunk_r(c, first))?;
         for (dst, v) in r.iter_mut().zip(chunks.into_iter().flatten()) {
             *dst = v;
         }

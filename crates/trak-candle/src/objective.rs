@@ -24,6 +24,22 @@ pub trait Objective<E>: Sync {
         let _ = (e, z);
         None
     }
+
+    /// Checks an example before any forward pass (e.g. that every token is in the
+    /// vocabulary); an `Err` is reported as [`trak::Error::InvalidExample`] naming the
+    /// example. The default accepts everything.
+    fn check(&self, e: &E) -> Result<(), String> {
+        let _ = e;
+        Ok(())
+    }
+
+    /// Checks the shape of the network's raw outputs (`B × …`) once they exist (e.g. that a
+    /// language model's last dimension is the objective's vocabulary); an `Err` is reported
+    /// as [`trak::Error::ShapeMismatch`]. The default accepts every shape.
+    fn check_outputs(&self, dims: &[usize]) -> Result<(), String> {
+        let _ = dims;
+        Ok(())
+    }
 }
 
 impl<O: OutputFn> Objective<Sample> for O {

@@ -20,13 +20,35 @@ use crate::network::Network;
 use crate::objective::Objective;
 use crate::recorder::{Call, Mode, Recorder};
 
-/// Collated inputs of `chunk`, padded to `rows` examples by repeating the last one.
-pub(crate) fn padded_inputs<E, C: Collate<E>>(
+/// The collation's and the objective's checks of every example of `chunk`
+/// ([`Error::InvalidExample`] naming the first that fails, `first` being the index of
+/// `chunk[0]` in the caller's batch), before anything is collated.
+pub(crate) fn check_examples<E, C: Collate<E>, O: Objective<E>>(
     collate: &C,
+    objective: &O,
     chunk: &[E],
-    rows: usize,
+    first: usize,
+) -> trak::Result<()> {
+    for (b, e) in chunk.iter().enumerate() {
+        if let Err(reason) = collate.check(e).and_then(|()| objective.check(e)) {
+            return Err(Error::InvalidExample {
+                example: first + b,
+                reason,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Collated inputs of `chunk`, padded to `rows` examples by repeating the last one, after
+/// [`check_examples`].
+pub(crate) fn padded_inputs<E, C: Collate<E>, O: Objective<E>>(
+    (collate, objective): (&C, &O),
+    chunk: &[E],
+    (rows, first): (usize, usize),
     device: &Device,
 ) -> trak::Result<Tensor> {
+    check_examples(collate, objective, chunk, first)?;
     let x = collate.inputs(chunk, device).ctx("collating a batch")?;
     let got = x.dims().first().copied().unwrap_or(0);
     if got != chunk.len() {
@@ -76,6 +98,13 @@ pub(crate) fn eval_outputs<E, O: Objective<E>>(
     first: usize,
 ) -> trak::Result<(Tensor, Vec<OutputValue>)> {
     let rows = z.dims().first().copied().unwrap_or(0);
+    if let Err(expected) = objective.check_outputs(z.dims()) {
+        return Err(Error::ShapeMismatch {
+            what: "network output",
+            expected,
+            got: format!("{:?}", z.dims()),
+        });
+    }
     if z.rank() < 2 || rows < chunk.len() {
         return Err(Error::ShapeMismatch {
             what: "network output",

@@ -62,17 +62,28 @@ impl Collate<TokenSeq> for TokenCollate {
     fn inputs(&self, batch: &[TokenSeq], device: &Device) -> candle::Result<Tensor> {
         let mut ids = vec![self.pad; batch.len() * self.context];
         for (b, s) in batch.iter().enumerate() {
+            self.check(s).map_err(candle::Error::msg)?;
             let inputs = s.tokens.len().saturating_sub(1);
-            if inputs > self.context {
-                candle::bail!(
-                    "sequence {b} has {} tokens, more than the context of {} + 1",
-                    s.tokens.len(),
-                    self.context
-                );
-            }
             ids[b * self.context..b * self.context + inputs].copy_from_slice(&s.tokens[..inputs]);
         }
         Tensor::from_vec(ids, (batch.len(), self.context), device)?.to_dtype(DType::U32)
+    }
+
+    /// The sequence's inputs (all tokens but the last) must fit the context.
+    fn check(&self, s: &TokenSeq) -> Result<(), String> {
+        match s.tokens.len().saturating_sub(1) > self.context {
+            true => Err(format!(
+                "the sequence has {} tokens, more than the context of {} + 1",
+                s.tokens.len(),
+                self.context
+            )),
+            false => Ok(()),
+        }
+    }
+
+    /// Two pad tokens.
+    fn padding(&self) -> Option<TokenSeq> {
+        Some(TokenSeq::document(vec![self.pad; 2]))
     }
 }
 
@@ -118,7 +129,41 @@ impl SequenceObjective {
     }
 }
 
+impl SequenceObjective {
+    /// The vocabulary size.
+    pub fn vocab(&self) -> usize {
+        self.vocab
+    }
+}
+
 impl Objective<TokenSeq> for SequenceObjective {
+    /// Every token (inputs and targets) must be in the vocabulary.
+    fn check(&self, e: &TokenSeq) -> Result<(), String> {
+        match e.tokens.iter().position(|&t| t as usize >= self.vocab) {
+            Some(p) => Err(format!(
+                "token {} at position {p} is outside the vocabulary of {} tokens",
+                e.tokens[p], self.vocab
+            )),
+            None => Ok(()),
+        }
+    }
+
+    /// The network's outputs must be `B × positions × vocab` logits.
+    fn check_outputs(&self, dims: &[usize]) -> Result<(), String> {
+        match dims {
+            [_, _, v] if *v == self.vocab => Ok(()),
+            [_, _, v] => Err(format!(
+                "logits over a vocabulary of {} (the objective's), not {v} (the network's)",
+                self.vocab
+            )),
+            _ => Err(format!(
+                "B × positions × {} logits (rank 3), not rank {}",
+                self.vocab,
+                dims.len()
+            )),
+        }
+    }
+
     fn eval(&self, e: &TokenSeq, z: &[f32], df_dz: &mut [f32]) -> Result<OutputValue, String> {
         if self.vocab == 0 || !z.len().is_multiple_of(self.vocab) {
             return Err(format!(

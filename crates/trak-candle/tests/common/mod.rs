@@ -7,6 +7,7 @@ use trak::data::Sample;
 use trak_candle::ops::max_pool2d;
 use trak_candle::{Network, Recorder};
 
+pub mod llama;
 #[path = "../../examples/support/mlp_net.rs"]
 mod mlp_net;
 pub use mlp_net::MlpNet;

@@ -122,7 +122,7 @@ impl LlamaConfig {
             .get("architectures")
             .and_then(|a| a.get(0))
             .and_then(Value::as_str)
-            .ok_or_else(|| field("architectures", "missing"))?;
+            .ok_or_else(|| field("architectures", "missing, or not a list of strings"))?;
         let architecture =
             Architecture::from_hf(arch).ok_or_else(|| CheckpointProblem::UnknownArchitecture {
                 found: arch.to_string(),
@@ -131,6 +131,15 @@ impl LlamaConfig {
         check_supported(&v)?;
         let heads = get_usize(&v, "num_attention_heads", None)?;
         let hidden = get_usize(&v, "hidden_size", None)?;
+        if v.get("head_dim").is_none_or(Value::is_null) && !hidden.is_multiple_of(heads) {
+            return Err(field(
+                "hidden_size",
+                format!(
+                    "{hidden} is not a multiple of num_attention_heads = {heads}, and head_dim \
+                     (hidden_size / num_attention_heads by default) is not given"
+                ),
+            ));
+        }
         let cfg = Self {
             architecture,
             vocab_size: get_usize(&v, "vocab_size", None)?,
@@ -139,7 +148,7 @@ impl LlamaConfig {
             num_hidden_layers: get_usize(&v, "num_hidden_layers", None)?,
             num_attention_heads: heads,
             num_key_value_heads: get_usize(&v, "num_key_value_heads", Some(heads))?,
-            head_dim: get_usize(&v, "head_dim", Some(hidden / heads.max(1)))?,
+            head_dim: get_usize(&v, "head_dim", Some(hidden / heads))?,
             rms_norm_eps: get_f64(&v, "rms_norm_eps", Some(1e-6))?,
             rope_theta: get_f64(&v, "rope_theta", Some(10_000.0))?,
             max_position_embeddings: get_usize(&v, "max_position_embeddings", None)?,
@@ -151,9 +160,22 @@ impl LlamaConfig {
         Ok(cfg)
     }
 
-    /// Checks the sizes against each other (heads divide into key/value groups, even head
-    /// width for the rotary embedding).
+    /// Checks the sizes: each at least 1, the heads divide into key/value groups, an even
+    /// head width for the rotary embedding. Both loaders (Hugging Face and GGUF) run it.
     pub fn validate(&self) -> Result<(), CheckpointProblem> {
+        let sizes = [
+            ("vocab_size", self.vocab_size),
+            ("hidden_size", self.hidden_size),
+            ("intermediate_size", self.intermediate_size),
+            ("num_hidden_layers", self.num_hidden_layers),
+            ("num_attention_heads", self.num_attention_heads),
+            ("num_key_value_heads", self.num_key_value_heads),
+            ("head_dim", self.head_dim),
+            ("max_position_embeddings", self.max_position_embeddings),
+        ];
+        if let Some((name, _)) = sizes.iter().find(|(_, v)| *v == 0) {
+            return Err(field(name, "0 is not a positive integer"));
+        }
         if !self
             .num_attention_heads
             .is_multiple_of(self.num_key_value_heads)
@@ -166,8 +188,12 @@ impl LlamaConfig {
                 ),
             ));
         }
-        if !self.head_dim.is_multiple_of(2) || self.head_dim == 0 {
-            return Err(field("head_dim", format!("{} is not even", self.head_dim)));
+        if !self.head_dim.is_multiple_of(2) {
+            let reason = format!(
+                "{} is odd; the rotary embedding needs an even head width",
+                self.head_dim
+            );
+            return Err(field("head_dim", reason));
         }
         Ok(())
     }
@@ -195,11 +221,17 @@ fn sliding_window(v: &Value, arch: Architecture) -> Result<Option<usize>, Checkp
 /// Refuses what the forward pass does not implement: another activation, MLP biases, rotary
 /// scaling other than none.
 fn check_supported(v: &Value) -> Result<(), CheckpointProblem> {
-    if let Some(act) = v.get("hidden_act").and_then(Value::as_str)
-        && act != "silu"
-    {
-        let reason = format!("{act:?} (only \"silu\" is implemented)");
-        return Err(field("hidden_act", reason));
+    match v.get("hidden_act") {
+        None | Some(Value::Null) => {}
+        Some(Value::String(act)) if act == "silu" => {}
+        Some(Value::String(act)) => {
+            let reason = format!("{act:?} (only \"silu\" is implemented)");
+            return Err(field("hidden_act", reason));
+        }
+        Some(other) => {
+            let reason = format!("{other} is not a string (only \"silu\" is implemented)");
+            return Err(field("hidden_act", reason));
+        }
     }
     if get_bool(v, "mlp_bias")? {
         return Err(field("mlp_bias", "true (MLP biases are not implemented)"));

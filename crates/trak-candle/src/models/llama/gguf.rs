@@ -85,10 +85,18 @@ fn config(path: &Path, c: &Content) -> trak::Result<LlamaConfig> {
             Some(v) => number(v).map(Some).ok_or_else(|| field(&k, "not a number")),
         }
     };
+    let count = |k: &str| -> trak::Result<Option<usize>> {
+        match num(k)? {
+            None => Ok(None),
+            Some(v) if v >= 0.0 && v.fract() == 0.0 && v < 1e15 => Ok(Some(v as usize)),
+            Some(v) => Err(field(
+                &format!("{arch_name}.{k}"),
+                &format!("{v} is not a non-negative integer"),
+            )),
+        }
+    };
     let need = |k: &str| -> trak::Result<usize> {
-        num(k)?
-            .map(|v| v as usize)
-            .ok_or_else(|| field(&format!("{arch_name}.{k}"), "missing"))
+        count(k)?.ok_or_else(|| field(&format!("{arch_name}.{k}"), "missing"))
     };
     let embed = c.tensor_infos.get("token_embd.weight").ok_or_else(|| {
         problem(
@@ -99,6 +107,14 @@ fn config(path: &Path, c: &Content) -> trak::Result<LlamaConfig> {
         )
     })?;
     let (heads, hidden) = (need("attention.head_count")?, need("embedding_length")?);
+    let head_dim = count("rope.dimension_count")?;
+    if head_dim.is_none() && heads > 0 && !hidden.is_multiple_of(heads) {
+        let reason = format!(
+            "{hidden} is not a multiple of {arch_name}.attention.head_count = {heads}, and \
+             {arch_name}.rope.dimension_count (the head width) is not given"
+        );
+        return Err(field(&format!("{arch_name}.embedding_length"), &reason));
+    }
     let cfg = LlamaConfig {
         architecture: arch,
         vocab_size: embed.shape.dims()[0],
@@ -106,8 +122,8 @@ fn config(path: &Path, c: &Content) -> trak::Result<LlamaConfig> {
         intermediate_size: need("feed_forward_length")?,
         num_hidden_layers: need("block_count")?,
         num_attention_heads: heads,
-        num_key_value_heads: num("attention.head_count_kv")?.map_or(heads, |v| v as usize),
-        head_dim: num("rope.dimension_count")?.map_or(hidden / heads.max(1), |v| v as usize),
+        num_key_value_heads: count("attention.head_count_kv")?.unwrap_or(heads),
+        head_dim: head_dim.unwrap_or(hidden / heads.max(1)),
         rms_norm_eps: num("attention.layer_norm_rms_epsilon")?.unwrap_or(1e-6),
         rope_theta: num("rope.freq_base")?.unwrap_or(10_000.0),
         max_position_embeddings: need("context_length")?,
@@ -115,8 +131,70 @@ fn config(path: &Path, c: &Content) -> trak::Result<LlamaConfig> {
         qkv_bias: c.tensor_infos.contains_key("blk.0.attn_q.bias"),
         sliding_window: None,
     };
-    cfg.validate().map_err(|p| problem(path, p))?;
+    cfg.validate()
+        .map_err(|p| problem(path, gguf_field(p, arch_name)))?;
+    check_block_count(path, c, &cfg, arch_name)?;
     Ok(cfg)
+}
+
+/// A validation problem named by the GGUF key that holds the field.
+fn gguf_field(p: CheckpointProblem, arch: &str) -> CheckpointProblem {
+    let CheckpointProblem::ConfigField { field, reason } = p else {
+        return p;
+    };
+    let key = match field.as_str() {
+        "vocab_size" => "the rows of token_embd.weight".to_string(),
+        "hidden_size" => format!("{arch}.embedding_length"),
+        "intermediate_size" => format!("{arch}.feed_forward_length"),
+        "num_hidden_layers" => format!("{arch}.block_count"),
+        "num_attention_heads" => format!("{arch}.attention.head_count"),
+        "num_key_value_heads" => format!("{arch}.attention.head_count_kv"),
+        "head_dim" => format!("{arch}.rope.dimension_count"),
+        "max_position_embeddings" => format!("{arch}.context_length"),
+        _ => return CheckpointProblem::ConfigField { field, reason },
+    };
+    let field = format!("{key} ({field})");
+    CheckpointProblem::ConfigField { field, reason }
+}
+
+/// The blocks the file holds (`blk.<i>.…` tensors) must be exactly the metadata's
+/// `block_count`, checked before any block's tensor names are built.
+fn check_block_count(path: &Path, c: &Content, cfg: &LlamaConfig, arch: &str) -> trak::Result<()> {
+    let index = |name: &str| {
+        name.strip_prefix("blk.")?
+            .split('.')
+            .next()?
+            .parse::<usize>()
+            .ok()
+    };
+    let held = c
+        .tensor_infos
+        .keys()
+        .filter_map(|n| index(n))
+        .max()
+        .map_or(0, |m| m + 1);
+    let n = cfg.num_hidden_layers;
+    if n > held {
+        let p = CheckpointProblem::ConfigField {
+            field: format!("{arch}.block_count"),
+            reason: format!("{n}, but the file holds tensors of {held} blocks"),
+        };
+        return Err(problem(path, p));
+    }
+    if n < held {
+        let mut extra: Vec<&String> = c
+            .tensor_infos
+            .keys()
+            .filter(|k| index(k) >= Some(n))
+            .collect();
+        extra.sort();
+        let p = CheckpointProblem::UnexpectedTensor {
+            name: extra[0].clone(),
+            reason: format!("the file holds {held} blocks, but {arch}.block_count is {n}"),
+        };
+        return Err(problem(path, p));
+    }
+    Ok(())
 }
 
 fn number(v: &Value) -> Option<f64> {
@@ -208,8 +286,27 @@ impl LlamaCheckpoint {
             }
             tensors.insert(hf, t);
         }
+        if let Some(name) = unused(&content, &tensors) {
+            let reason = "the configuration (from the metadata) has no such tensor".into();
+            return Err(problem(
+                path,
+                CheckpointProblem::UnexpectedTensor { name, reason },
+            ));
+        }
         Self::from_tensors(cfg, tensors, path)
     }
+}
+
+/// The first tensor of the file (by name) that the configuration did not read, if any.
+fn unused(content: &Content, read: &HashMap<String, Tensor>) -> Option<String> {
+    let used: std::collections::HashSet<String> = read.keys().map(|hf| gguf_name(hf)).collect();
+    let mut extra: Vec<&String> = content
+        .tensor_infos
+        .keys()
+        .filter(|n| !used.contains(*n))
+        .collect();
+    extra.sort();
+    extra.first().map(|n| n.to_string())
 }
 
 /// The tokenizer stored in a GGUF file's metadata (llama.cpp's `tokenizer.ggml.*` keys), as

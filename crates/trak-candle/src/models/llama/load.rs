@@ -2,7 +2,7 @@
 //! variable, read from a Hugging Face directory (or from tensors), each tensor checked
 //! against the configuration.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use candle::{DType, Device, Tensor, Var};
@@ -29,26 +29,28 @@ fn problem(path: &Path, problem: CheckpointProblem) -> Error {
 impl LlamaCheckpoint {
     /// Reads a Hugging Face model directory: `config.json`, and `model.safetensors` or the
     /// shards listed by `model.safetensors.index.json`. Tensors are converted to f32 (from
-    /// f16, bf16 or f64); tensors the architecture does not use are ignored.
+    /// f16, bf16 or f64); tensors the architecture does not use are not read, except that
+    /// blocks past `num_hidden_layers` are [`CheckpointProblem::UnexpectedTensor`]. A file
+    /// whose size disagrees with its header is [`CheckpointProblem::FileSize`] (truncated).
     pub fn from_hf_dir(dir: &Path, device: &Device) -> trak::Result<Self> {
         let config = LlamaConfig::from_file(&dir.join("config.json"))?;
+        config.validate().map_err(|p| problem(dir, p))?;
+        let wanted: HashSet<String> = layout::tensors(&config).into_iter().map(|t| t.0).collect();
         let mut tensors = HashMap::new();
         for file in safetensors_files(dir)? {
             if !file.is_file() {
                 let source = std::io::Error::new(std::io::ErrorKind::NotFound, "no such file");
                 return Err(Error::Io { path: file, source });
             }
-            let part = candle::safetensors::load(&file, device)
-                .ctx(&format!("reading {}", file.display()))?;
-            tensors.extend(part);
+            tensors.extend(super::safetensors::read(&file, &wanted, &config, device)?);
         }
         Self::from_tensors(config, tensors, dir)
     }
 
     /// Checks `tensors` (Hugging Face names) against `config` and keeps the ones the
     /// architecture uses, as f32 variables. `path` is named in errors: a missing tensor, a
-    /// shape that disagrees with the configuration, a non-float tensor
-    /// ([`Error::Checkpoint`]).
+    /// shape that disagrees with the configuration, a non-float tensor, a NaN or ±∞ in a
+    /// tensor ([`Error::Checkpoint`]).
     pub fn from_tensors(
         config: LlamaConfig,
         mut tensors: HashMap<String, Tensor>,
@@ -84,6 +86,17 @@ impl LlamaCheckpoint {
                 return Err(problem(path, p));
             }
             let t = t.to_dtype(DType::F32).ctx("converting a tensor to f32")?;
+            let values = t.flatten_all().and_then(|f| f.to_vec1::<f32>());
+            if let Some(index) = values
+                .ctx("reading a tensor")?
+                .iter()
+                .position(|v| !v.is_finite())
+            {
+                return Err(problem(
+                    path,
+                    CheckpointProblem::NonFiniteTensor { name, index },
+                ));
+            }
             vars.push((name, Var::from_tensor(&t).ctx("making a variable")?));
         }
         Ok(Self { config, vars })

@@ -52,6 +52,7 @@ pub mod gguf;
 pub mod layout;
 mod load;
 mod network;
+mod safetensors;
 
 pub use config::{Architecture, LlamaConfig};
 pub use gguf::gguf_tokenizer;
