@@ -85,6 +85,17 @@ pub trait Model: Sync {
         None
     }
 
+    /// The bytes this model allocates while it computes one call on `batch_len` examples
+    /// (gradients, Q or layer factors), beyond the buffers trak passes it: a framework's
+    /// activations, its autograd graph and gradients, and the layer factors it returns. The
+    /// memory plan ([`crate::TrakBuilder::memory_limit`]) counts it for every batch in
+    /// flight. The default, 0, suits a model that computes in the buffers it is given (the
+    /// built-in models); a framework adapter should give an upper bound.
+    fn working_memory(&self, batch_len: usize) -> usize {
+        let _ = batch_len;
+        0
+    }
+
     /// A fingerprint of the parameters θ (any 64-bit hash of their exact values), used by
     /// [`crate::store`] to refuse resuming or sharding a checkpoint with a different model.
     /// The default is `None`; the store then fingerprints the model through its output

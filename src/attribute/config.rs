@@ -95,6 +95,16 @@ impl TrakBuilder {
     /// [`crate::Error::MemoryBudget`] saying how much it needs, before allocating anything.
     /// Default: the machine's memory (RAM + swap, read from `/proc/meminfo` on Linux;
     /// elsewhere only the allocator's refusal, [`crate::Error::OutOfMemory`], stops a call).
+    ///
+    /// What is planned: the features and Q, the gradient batch of the flat projectors, and
+    /// the model's own working memory for each batch in flight
+    /// ([`crate::Model::working_memory`]: for a candle network, its autograd graph and
+    /// gradients, measured when it is built, and the layer factors). The factored engine
+    /// runs as many batches at once as a quarter of what the limit leaves holds, so a lower
+    /// limit trades speed for memory, down to one batch at a time. Not planned: one-time
+    /// allocations of a framework (candle's per-thread GEMM buffers, a few MB), the
+    /// projection matrices of the factored projector (Σ over layers of out·k_out + in·k_in
+    /// floats), and the model itself. docs/PERFORMANCE.md has measured peaks.
     pub fn memory_limit(mut self, bytes: usize) -> Self {
         self.cfg.memory_limit = Some(bytes);
         self

@@ -125,6 +125,10 @@ impl Trak {
                 ("Q", bytes(if with_q { n } else { 0 }, 4)),
                 ("gradient batch", bytes(batch_rows, bytes(p, 4))),
                 ("batch check", bytes(self.batch_check.map_or(0, |_| p), 4)),
+                (
+                    "the model's working memory (one batch)",
+                    model.working_memory(bs),
+                ),
             ],
             hint,
         )?;
@@ -183,7 +187,8 @@ impl Trak {
     /// and Q are independent of the others, so the features do not depend on the grouping).
     /// The first batch runs alone and measures its layer factors; then groups of up to eight
     /// batches per thread run in parallel, as many as a quarter of the spare memory holds
-    /// ([`memory::in_flight`]). Progress is reported after each group, and the first failing
+    /// ([`memory::in_flight`]), each batch counted as its factors plus the model's working
+    /// memory ([`Model::working_memory`]). Progress is reported after each group, and the first failing
     /// batch in order gives the error.
     fn factored_batches<M: Model>(
         &self,
@@ -221,7 +226,8 @@ impl Trak {
             let factor_bytes = results.into_iter().collect::<Result<Vec<usize>>>()?;
             if g0 == 0 {
                 let most = 8 * rayon::current_num_threads();
-                group = memory::in_flight(self.memory_limit, planned, factor_bytes[0], most);
+                let item = factor_bytes[0].saturating_add(model.working_memory(bs));
+                group = memory::in_flight(self.memory_limit, planned, item, most);
             }
             progress((g1 * bs).min(slice.examples.len()));
             g0 = g1;

@@ -242,7 +242,7 @@ where
                 (Params::All(vars), fp)
             }
         };
-        let model = CandleModel {
+        let mut model = CandleModel {
             net: self.net,
             collate: self.collate,
             output: self.output,
@@ -252,11 +252,13 @@ where
             params,
             chunk_rows: self.chunk_rows,
             fingerprint: fp,
+            pass_bytes: 0,
             _example: PhantomData,
         };
         if let Params::All(vars) = &model.params {
             check_vars_used(&model, vars, &probe[0], self.gradient_check)?;
         }
+        model.pass_bytes = model.measure_pass(probe)?;
         Ok(model)
     }
 }

@@ -88,6 +88,7 @@ pub mod ops;
 pub mod pass;
 pub mod recorder;
 pub mod sequence;
+mod working;
 
 pub use builder::{CandleModelBuilder, DEFAULT_CHUNK_ROWS};
 pub use collate::{Collate, SampleCollate};

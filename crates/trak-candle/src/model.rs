@@ -44,6 +44,8 @@ pub struct CandleModel<E, N, C, O> {
     pub(crate) params: Params,
     pub(crate) chunk_rows: usize,
     pub(crate) fingerprint: u64,
+    /// The bytes of one pass, measured at build ([`crate::working`]).
+    pub(crate) pass_bytes: usize,
     pub(crate) _example: PhantomData<fn(&E)>,
 }
 
@@ -279,6 +281,12 @@ where
 
     fn fingerprint(&self) -> Option<u64> {
         Some(self.fingerprint)
+    }
+
+    /// candle's working memory: one pass's autograd graph and gradients, measured at build on
+    /// the probe, times the passes that run at once, and the batch's layer factors.
+    fn working_memory(&self, batch_len: usize) -> usize {
+        self.working_bytes(batch_len)
     }
 }
 
