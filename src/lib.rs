@@ -101,4 +101,11 @@ pub use store::{Run, Shard};
 /// The array crate of trak's public API (gradients, features, scores), at exactly the
 /// version trak is built with: `use trak::ndarray::Array2;` needs no version to match in
 /// your own `Cargo.toml`.
+///
+/// ```
+/// use trak::ndarray::Array2;
+/// let scores = trak::Scores::new(Array2::<f32>::zeros((3, 2)));
+/// let view: trak::ndarray::ArrayView2<'_, f32> = scores.values();
+/// assert_eq!(view.dim(), (3, 2));
+/// ```
 pub use ndarray;
