@@ -64,7 +64,19 @@ fn all_errors() -> Vec<Error> {
             |b| b.truncate(b.len() - 7),
         )
         .unwrap_err(),
+        nan_q_proj(false).unwrap_err(),
+        featurize_docs(too_long_at(5)).unwrap_err(),
+        gguf_with(dir.path(), &[("block_count", 0)]).unwrap_err(),
+        gguf_with(dir.path(), &[("block_count", 1)]).unwrap_err(),
+        gguf_with(dir.path(), &[("block_count", u32::MAX)]).unwrap_err(),
+        bool_tensor(dir.path()).unwrap_err(),
+        nan_tensor(dir.path()).unwrap_err(),
     ];
+    for cfg in [small_heads(), act_five()] {
+        let problem = LlamaConfig::from_json(&cfg).unwrap_err();
+        let path = "config.json".into();
+        errs.push(Error::Checkpoint { path, problem });
+    }
     // A candle error from a real failure (carries a backtrace when RUST_BACKTRACE is set).
     let a = Tensor::zeros((2, 3), DType::F32, &Device::Cpu).unwrap();
     let e = trak_candle::CandleContext::ctx(a.matmul(&a), "a matmul of mismatched shapes");
@@ -213,6 +225,13 @@ fn input_token_at(i: usize, token: u32) -> Vec<TokenSeq> {
     d
 }
 
+/// [`docs`] with example `i` longer than the context (20 tokens for 12 + 1).
+fn too_long_at(i: usize) -> Vec<TokenSeq> {
+    let mut d = docs();
+    d[i].tokens = vec![1; 20];
+    d
+}
+
 /// The error's example index and reason, for [`Error::InvalidExample`].
 fn invalid_example(r: trak::Result<()>) -> (usize, String) {
     match r {
@@ -233,9 +252,7 @@ fn a_bad_token_names_the_example_in_the_callers_set_its_position_and_the_token()
         assert!(reason.contains(&want), "{reason}");
     }
     // A sequence longer than the context, in pipeline batch 2 at chunk row 1.
-    let mut long = docs();
-    long[5].tokens = vec![1; 20];
-    let (example, reason) = invalid_example(featurize_docs(long));
+    let (example, reason) = invalid_example(featurize_docs(too_long_at(5)));
     assert_eq!(example, 5, "{reason}");
     assert!(
         reason.contains("20 tokens, more than the context of 12"),
@@ -281,19 +298,27 @@ fn a_pad_token_or_objective_outside_the_networks_vocabulary_is_refused_at_build(
     }
 }
 
+/// hidden_size 3 with 4 heads and no head_dim.
+fn small_heads() -> String {
+    json(false)
+        .replace(r#""hidden_size": 24"#, r#""hidden_size": 3"#)
+        .replace(r#""num_key_value_heads": 2, "#, "")
+}
+
+/// `"hidden_act": 5`.
+fn act_five() -> String {
+    json(false).replace(r#""hidden_act": "silu""#, r#""hidden_act": 5"#)
+}
+
 #[test]
 fn config_fields_name_what_was_given() {
-    let small = json(false)
-        .replace(r#""hidden_size": 24"#, r#""hidden_size": 3"#)
-        .replace(r#""num_key_value_heads": 2, "#, "");
-    let (field, reason) = config_field(LlamaConfig::from_json(&small).unwrap_err());
+    let (field, reason) = config_field(LlamaConfig::from_json(&small_heads()).unwrap_err());
     assert_eq!(field, "hidden_size");
     assert!(
         reason.contains("3 is not a multiple of num_attention_heads = 4"),
         "{reason}"
     );
-    let act = json(false).replace(r#""hidden_act": "silu""#, r#""hidden_act": 5"#);
-    let (field, reason) = config_field(LlamaConfig::from_json(&act).unwrap_err());
+    let (field, reason) = config_field(LlamaConfig::from_json(&act_five()).unwrap_err());
     assert_eq!(field, "hidden_act");
     assert!(reason.contains("5 is not a string"), "{reason}");
 }
@@ -334,21 +359,36 @@ fn retype(bytes: &mut Vec<u8>, name: &str, from: &str, to: &str) {
     *bytes = out;
 }
 
+const Q: &str = "model.layers.1.self_attn.q_proj.weight";
+
+/// Block 1's q_proj stored as bool (U8 bytes, the header says BOOL).
+fn bool_tensor(dir: &Path) -> trak::Result<LlamaCheckpoint> {
+    let z = Tensor::zeros((24, 24), DType::U8, &Device::Cpu).unwrap();
+    let edit = |t: &mut HashMap<String, Tensor>| {
+        t.insert(Q.into(), z);
+    };
+    hf_dir_with(dir, &json(false), edit, |b| retype(b, Q, "U8", "BOOL"))
+}
+
+/// Block 1's q_proj with a NaN at flat index 7.
+fn nan_tensor(dir: &Path) -> trak::Result<LlamaCheckpoint> {
+    let edit = |t: &mut HashMap<String, Tensor>| {
+        let mut w = t[Q].flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        w[7] = f32::NAN;
+        t.insert(
+            Q.into(),
+            Tensor::from_vec(w, (24, 24), &Device::Cpu).unwrap(),
+        );
+    };
+    hf_dir_with(dir, &json(false), edit, |_| {})
+}
+
 #[test]
 fn bad_safetensors_files_are_refused_naming_the_tensor_or_the_size() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = json(false);
-    let q = "model.layers.1.self_attn.q_proj.weight";
-    // A bool tensor: the same bytes, the header says BOOL (1 byte per entry: 4× the count).
-    let r = hf_dir_with(
-        dir.path(),
-        &cfg,
-        |t| {
-            let z = Tensor::zeros((24, 24), DType::U8, &Device::Cpu).unwrap();
-            t.insert(q.into(), z);
-        },
-        |b| retype(b, q, "U8", "BOOL"),
-    );
+    let q = Q;
+    let r = bool_tensor(dir.path());
     match problem(r) {
         CheckpointProblem::TensorType { name, found, .. } => {
             assert_eq!((name.as_str(), found.as_str()), (q, "BOOL"))
@@ -364,19 +404,7 @@ fn bad_safetensors_files_are_refused_naming_the_tensor_or_the_size() {
         CheckpointProblem::FileSize { found, expected } => assert_eq!(found + 7, expected),
         other => panic!("{other:?}"),
     }
-    let r = hf_dir_with(
-        dir.path(),
-        &cfg,
-        |t| {
-            let mut w = t[q].flatten_all().unwrap().to_vec1::<f32>().unwrap();
-            w[7] = f32::NAN;
-            t.insert(
-                q.into(),
-                Tensor::from_vec(w, (24, 24), &Device::Cpu).unwrap(),
-            );
-        },
-        |_| {},
-    );
+    let r = nan_tensor(dir.path());
     let nan = CheckpointProblem::NonFiniteTensor {
         name: q.into(),
         index: 7,
