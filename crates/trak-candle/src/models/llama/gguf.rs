@@ -12,15 +12,9 @@ use candle::quantized::tokenizer::TokenizerFromGguf;
 use candle::{Device, Tensor};
 use trak::{CheckpointProblem, Error};
 
+use super::load::problem;
 use super::{Architecture, LlamaCheckpoint, LlamaConfig, layout};
 use crate::error::CandleContext;
-
-fn problem(path: &Path, problem: CheckpointProblem) -> Error {
-    Error::Checkpoint {
-        path: path.to_path_buf(),
-        problem,
-    }
-}
 
 /// Opens and parses a GGUF file's header ([`Error::Io`] if unreadable, [`Error::Checkpoint`]
 /// for a tensor type candle cannot read).

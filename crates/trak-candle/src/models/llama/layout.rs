@@ -15,6 +15,12 @@ pub fn block(i: usize) -> String {
     format!("model.layers.{i}")
 }
 
+/// The block a tensor belongs to (`model.layers.3.mlp.up_proj.weight` → 3), if any.
+pub fn block_index(name: &str) -> Option<usize> {
+    let rest = name.strip_prefix("model.layers.")?;
+    rest.split('.').next()?.parse().ok()
+}
+
 /// The seven linear layers of a block: (name under the block, out × in).
 pub fn block_linears(cfg: &LlamaConfig) -> [(&'static str, [usize; 2]); 7] {
     let (d, q, kv, m) = (

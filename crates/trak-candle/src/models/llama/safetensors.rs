@@ -9,15 +9,9 @@ use candle::{Device, Tensor};
 use serde_json::Value;
 use trak::{CheckpointProblem, Error};
 
+use super::load::problem;
 use super::{LlamaConfig, layout};
 use crate::error::CandleContext;
-
-fn problem(path: &Path, problem: CheckpointProblem) -> Error {
-    Error::Checkpoint {
-        path: path.to_path_buf(),
-        problem,
-    }
-}
 
 /// The tensors of `file` named in `wanted`. Errors: [`Error::Io`];
 /// [`CheckpointProblem::FileSize`] for a file shorter or longer than its header says;
@@ -98,12 +92,7 @@ fn check_size(file: &Path, data: &[u8]) -> trak::Result<serde_json::Map<String, 
 
 /// A block tensor (`model.layers.<i>.…`) with i past `num_hidden_layers` is refused.
 fn check_block(file: &Path, name: &str, config: &LlamaConfig) -> trak::Result<()> {
-    let first = layout::block(0);
-    let index = name
-        .strip_prefix(first.trim_end_matches('0'))
-        .and_then(|r| r.split('.').next())
-        .and_then(|i| i.parse::<usize>().ok());
-    match index {
+    match layout::block_index(name) {
         Some(i) if i >= config.num_hidden_layers => {
             let reason = format!(
                 "block {i}, but num_hidden_layers is {}",
