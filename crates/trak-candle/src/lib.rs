@@ -80,6 +80,7 @@ pub mod factors;
 pub mod fallback;
 pub mod gradcheck;
 pub mod layers;
+pub mod lm;
 mod model;
 pub mod models;
 pub mod network;

@@ -8,7 +8,6 @@ use std::fs::File;
 use std::path::Path;
 
 use candle::quantized::gguf_file::{Content, Value};
-use candle::quantized::tokenizer::TokenizerFromGguf;
 use candle::{Device, Tensor};
 use trak::{CheckpointProblem, Error};
 
@@ -18,7 +17,7 @@ use crate::error::CandleContext;
 
 /// Opens and parses a GGUF file's header ([`Error::Io`] if unreadable, [`Error::Checkpoint`]
 /// for a tensor type candle cannot read).
-fn read(path: &Path) -> trak::Result<(File, Content)> {
+pub(crate) fn read(path: &Path) -> trak::Result<(File, Content)> {
     let mut file = File::open(path).map_err(|source| Error::Io {
         path: path.to_path_buf(),
         source,
@@ -303,9 +302,9 @@ fn unused(content: &Content, read: &HashMap<String, Tensor>) -> Option<String> {
     extra.first().map(|n| n.to_string())
 }
 
-/// The tokenizer stored in a GGUF file's metadata (llama.cpp's `tokenizer.ggml.*` keys), as
-/// candle-core builds it.
+/// The tokenizer stored in a GGUF file's metadata, rebuilt to give Hugging Face's ids
+/// ([`crate::lm::LmTokenizer::from_gguf`], which also knows the start token; this is its
+/// Hugging Face tokenizer). An unknown pre-tokenizer type is [`Error::Checkpoint`] naming it.
 pub fn gguf_tokenizer(path: &Path) -> trak::Result<tokenizers::Tokenizer> {
-    let (_, content) = read(path)?;
-    tokenizers::Tokenizer::from_gguf(&content).ctx("building the tokenizer from the GGUF metadata")
+    Ok(crate::lm::LmTokenizer::from_gguf(path)?.tokenizer().clone())
 }

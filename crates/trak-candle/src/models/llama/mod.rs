@@ -22,7 +22,7 @@
 //! `qwen2`): the configuration from the metadata, llama.cpp's tensor names mapped to Hugging
 //! Face's ([`gguf::gguf_name`]), every tensor dequantised to f32, and llama.cpp's row
 //! permutation of the q/k projections undone ([`gguf::unpermute`]); [`gguf_tokenizer`] builds
-//! the tokenizer from the metadata (candle-core's `quantized::tokenizer`).
+//! the tokenizer from the metadata, rebuilt to give Hugging Face's ids ([`crate::lm::LmTokenizer`]).
 //! A missing tensor, a shape that disagrees with the configuration, a non-float tensor, an
 //! unknown architecture or an unsupported configuration (another activation, rotary
 //! scaling, MLP biases) is [`trak::Error::Checkpoint`] naming the tensor or the field.
@@ -53,6 +53,7 @@ pub mod layout;
 mod load;
 mod network;
 mod safetensors;
+mod save;
 
 pub use config::{Architecture, LlamaConfig};
 pub use gguf::gguf_tokenizer;

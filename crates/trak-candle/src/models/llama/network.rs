@@ -94,6 +94,11 @@ impl Llama {
         &self.cfg
     }
 
+    /// The device the weights are on.
+    pub fn device(&self) -> &Device {
+        self.embed.embeddings().device()
+    }
+
     /// Causal self-attention of block `l` on the normed input `a` (B × T × d), with the
     /// additive causal `mask` (T × T, built once per forward pass).
     fn attention(

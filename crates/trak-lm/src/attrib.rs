@@ -1,0 +1,105 @@
+//! What `index`, `query` and `verify` share: the run's settings, its checkpoints as
+//! attributable models, and the scores of a query set.
+
+use std::path::Path;
+
+use trak_candle::TokenSeq;
+use trak_candle::candle::Device;
+use trak_candle::lm::{self, LayerSet, LmTokenizer};
+use trak_candle::models::llama::{Llama, LlamaCheckpoint};
+use trak_candle::trak::ndarray::{Array2, ArrayView2};
+use trak_candle::trak::store::{Run, ScoreOptions};
+use trak_candle::trak::{self, ProjectorKind, Trak};
+
+use crate::progress::Eta;
+use crate::record::IndexRecord;
+
+/// The run's TRAK settings: factored projector, k, seed, the chunk as batch size, and the
+/// memory limit if given.
+pub fn trak_config(rec: &IndexRecord, memory: Option<usize>) -> trak::Result<Trak> {
+    let mut b = Trak::builder()
+        .proj_dim(rec.k)
+        .projector(ProjectorKind::FACTORED)
+        .seed(rec.seed)
+        .batch_size(rec.chunk);
+    if let Some(m) = memory {
+        b = b.memory_limit(m);
+    }
+    b.build()
+}
+
+/// A checkpoint: a Hugging Face directory or a GGUF file.
+pub fn load(path: &Path) -> trak::Result<LlamaCheckpoint> {
+    Ok(lm::open(path, &Device::Cpu)?.0)
+}
+
+/// The tokenizer of the run (its first checkpoint's).
+pub fn tokenizer(rec: &IndexRecord) -> trak::Result<LmTokenizer> {
+    LmTokenizer::open(&rec.checkpoints[0])
+}
+
+/// The longest inputs of `seqs` (the context of their adapter).
+pub fn context(seqs: &[TokenSeq]) -> usize {
+    seqs.iter()
+        .map(|s| s.tokens.len() - 1)
+        .max()
+        .unwrap_or(1)
+        .max(1)
+}
+
+/// Checkpoint `lm` made attributable on `seqs` under the run's settings.
+pub fn adapter<'a>(
+    rec: &IndexRecord,
+    lm: &'a Llama,
+    seqs: &[TokenSeq],
+) -> trak::Result<lm::LmModel<'a>> {
+    let layers: LayerSet = rec.layers.parse()?;
+    lm::adapter(lm, (context(seqs), rec.chunk), layers, seqs, false)
+}
+
+/// Features of `queries` at every checkpoint of the run.
+pub fn query_features(
+    rec: &IndexRecord,
+    trak: &Trak,
+    queries: &[TokenSeq],
+    quiet: bool,
+) -> trak::Result<Vec<Array2<f32>>> {
+    let mut eta = Eta::new("query features", quiet);
+    let mut psis = Vec::new();
+    for (m, path) in rec.checkpoints.iter().enumerate() {
+        let ckpt = load(path)?;
+        let net = ckpt.model()?;
+        let model = adapter(rec, &net, queries)?;
+        psis.push(trak.features(m as u64, &model, queries)?);
+        eta.report(m + 1, rec.checkpoints.len(), "checkpoints");
+    }
+    Ok(psis)
+}
+
+/// Scores (documents × queries) of the query features, stored in the run as target set
+/// `name` (scored again only where blocks are missing).
+pub fn scores(run: &Run, name: &str, psis: &[Array2<f32>]) -> trak::Result<Array2<f32>> {
+    let targets: Vec<(u64, ArrayView2<'_, f32>)> =
+        (0u64..).zip(psis.iter().map(|p| p.view())).collect();
+    run.score_features(name, &targets, ScoreOptions::default())?;
+    Ok(run.load_scores(name)?.into_inner())
+}
+
+/// The target-set name of a query set: its tokens' hash.
+pub fn target_name(queries: &[TokenSeq]) -> String {
+    let mut bytes = Vec::new();
+    for q in queries {
+        bytes.extend((q.tokens.len() as u64).to_le_bytes());
+        bytes.extend((q.prompt_len as u64).to_le_bytes());
+        bytes.extend(q.tokens.iter().flat_map(|t| t.to_le_bytes()));
+    }
+    format!("q-{:016x}", xxhash_rust::xxh3::xxh3_64(&bytes))
+}
+
+/// The `top` highest-scoring documents of query `q` (ties by document order).
+pub fn top_docs(scores: &Array2<f32>, q: usize, top: usize) -> Vec<(usize, f32)> {
+    let mut v: Vec<(usize, f32)> = scores.column(q).iter().copied().enumerate().collect();
+    v.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+    v.truncate(top);
+    v
+}
