@@ -68,7 +68,10 @@
 //! Each feature is a fixed sum in a fixed order for its example alone (factor products
 //! accumulated over the layer's inputs in index order, then over positions in order; the
 //! sketch's places and signs are a pure function of the seed, the checkpoint and the layer),
-//! so features are bit-identical for any batch size and thread count.
+//! so features are bit-identical for any batch size and thread count. A position whose
+//! projected output gradient or input is all zero (padding: its δ is 0) is skipped, so
+//! padding an example with such positions changes neither its features nor their bits, and
+//! costs no projection work.
 
 use ndarray::{Array2, ArrayView2, ArrayViewMut2, Axis};
 use rayon::prelude::*;
@@ -565,6 +568,10 @@ impl FactoredMatrices {
                 for tt in 0..t {
                     let ur = &u[(e * t + tt) * ko..][..ko];
                     let vr = &v[(e * t + tt) * ki..][..ki];
+                    // A position with no output gradient (padding) or no input adds nothing.
+                    if ur.iter().all(|&x| x == 0.0) || vr.iter().all(|&x| x == 0.0) {
+                        continue;
+                    }
                     sk.add::<A>(dst, ur, vr);
                 }
             }

@@ -65,19 +65,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         ids.len()
     );
 
-    let mut ids = tok
+    let ids = tok
         .encode(PROMPT, false)
         .map_err(|e| e.to_string())?
         .get_ids()
         .to_vec();
-    let n = ids.len();
-    for _ in 0..12 {
-        let x = Tensor::new(ids.as_slice(), &Device::Cpu)?.unsqueeze(0)?;
-        let logits = lm.forward(&x, &mut Recorder::training())?;
-        let last = logits.i((0, ids.len() - 1))?;
-        ids.push(last.argmax(D::Minus1)?.to_scalar::<u32>()?);
-    }
-    let completion = tok.decode(&ids[n..], true).map_err(|e| e.to_string())?;
+    let out = trak_candle::lm::greedy(&lm, &ids, 12, None)?;
+    let completion = tok.decode(&out, true).map_err(|e| e.to_string())?;
     println!("SMOLLM prompt={PROMPT:?} completion={completion:?}");
     if args.iter().any(|a| a == "--throughput") {
         throughput(&lm, &tok)?;

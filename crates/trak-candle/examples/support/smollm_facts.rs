@@ -7,23 +7,16 @@
 // Shared by the example and its test.
 #![allow(dead_code)]
 
-use std::collections::HashMap;
 use std::path::PathBuf;
 
-use candle::{D, Device, Tensor};
-use candle_nn::{Optimizer, ParamsAdamW};
+use candle::Device;
 use ndarray::{Array2, ArrayView2};
 use rand::SeedableRng;
-use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
 use trak::{ProjectorKind, Result, Ridge, TrainFeatures, Trak, TrakIndex};
-use trak_candle::models::llama::{
-    Architecture, Llama, LlamaCheckpoint, LlamaConfig, gguf_tokenizer, layout,
-};
-use trak_candle::{
-    CandleContext, CandleModel, Collate, Network, Recorder, SequenceObjective, TokenCollate,
-    TokenSeq,
-};
+use trak_candle::TokenSeq;
+use trak_candle::lm::{self, FineTune, LayerSet, LmModel};
+use trak_candle::models::llama::{Architecture, Llama, LlamaCheckpoint, LlamaConfig, layout};
 use trak_demo::protocol::baseline_scores;
 
 use super::english_facts;
@@ -237,10 +230,10 @@ fn tiny_config(vocab: usize) -> LlamaConfig {
     }
 }
 
-/// The pretrained weights (never trained themselves) and the tokenizer.
+/// The pretrained weights (never trained themselves: fine-tuning trains a copy) and the
+/// tokenizer.
 struct Pretrained {
-    config: LlamaConfig,
-    tensors: HashMap<String, Tensor>,
+    ckpt: LlamaCheckpoint,
     tokens: Tokens,
 }
 
@@ -248,8 +241,8 @@ impl Pretrained {
     fn load(cfg: &Config, corpus: &Corpus) -> Result<Self> {
         let (ckpt, tokens) = match &cfg.source {
             Source::Gguf(path) => {
-                let tokens = Tokens::Gguf(Box::new(gguf_tokenizer(path)?));
-                (LlamaCheckpoint::from_gguf(path, &Device::Cpu)?, tokens)
+                let (ckpt, tok) = lm::open(path, &Device::Cpu)?;
+                (ckpt, Tokens::Gguf(Box::new(tok)))
             }
             Source::Tiny => {
                 let tokens = Tokens::words(&corpus.docs, &corpus.query_texts());
@@ -260,52 +253,31 @@ impl Pretrained {
                 )
             }
         };
-        // Detached: `checkpoint` makes fresh variables (copies) from these every time.
-        let tensors = ckpt
-            .vars()
-            .iter()
-            .map(|(n, v)| (n.clone(), v.as_tensor().detach()))
-            .collect();
-        Ok(Self {
-            config: ckpt.config().clone(),
-            tensors,
-            tokens,
-        })
+        Ok(Self { ckpt, tokens })
     }
-
-    /// A fresh checkpoint with the pretrained weights.
-    fn checkpoint(&self) -> Result<LlamaCheckpoint> {
-        let path = std::path::Path::new("<pretrained>");
-        LlamaCheckpoint::from_tensors(self.config.clone(), self.tensors.clone(), path)
-    }
-}
-
-/// Σ log p of each sequence's counted tokens (`B`), the weights attached.
-fn seq_logp(lm: &Llama, batch: &[TokenSeq]) -> candle::Result<Tensor> {
-    let context = batch.iter().map(|s| s.tokens.len() - 1).max().unwrap_or(1);
-    let collate = TokenCollate { context, pad: 0 };
-    let x = collate.inputs(batch, &Device::Cpu)?;
-    let logp = candle_nn::ops::log_softmax(&lm.forward(&x, &mut Recorder::training())?, D::Minus1)?;
-    let (mut next, mut weight) = (Vec::new(), Vec::new());
-    for s in batch {
-        let (n, counted) = s.next_tokens(context).map_err(candle::Error::Msg)?;
-        next.extend(n);
-        weight.extend(counted.into_iter().map(|c| c as u8 as f32));
-    }
-    let next = Tensor::from_vec(next, (batch.len(), context, 1), &Device::Cpu)?;
-    let weight = Tensor::from_vec(weight, (batch.len(), context), &Device::Cpu)?;
-    (logp.gather(&next, 2)?.squeeze(2)? * weight)?.sum(1)
 }
 
 /// log p(completion | prompt) of each query.
 fn log_probs(lm: &Llama, queries: &[TokenSeq]) -> Result<Vec<f32>> {
-    seq_logp(lm, queries)
-        .and_then(|t| t.to_vec1::<f32>())
-        .ctx("scoring the queries")
+    lm::log_probs(lm, queries, 64)
 }
 
-/// Fine-tunes a fresh copy of the pretrained weights on `docs` (AdamW, seeded order).
-/// `queries`' mean log p(completion) is logged after every epoch.
+/// The fine-tuning settings of a run.
+fn settings(cfg: &Config) -> FineTune {
+    FineTune {
+        epochs: cfg.epochs,
+        lr: cfg.lr,
+        batch: cfg.batch,
+        seed: cfg.seed,
+        frozen: match cfg.train_embedding {
+            true => Vec::new(),
+            false => vec![layout::EMBED.to_string()],
+        },
+        ..FineTune::default()
+    }
+}
+
+/// Fine-tunes a copy of the pretrained weights on `docs` ([`lm::FineTune`]).
 fn fine_tune(
     cfg: &Config,
     pre: &Pretrained,
@@ -316,8 +288,9 @@ fn fine_tune(
     Ok(kept.pop().expect("the fine-tuned checkpoint comes last"))
 }
 
-/// [`fine_tune`], keeping copies of the weights after each epoch in `keep` (1-based) before
-/// the last: returns them in order, then the fine-tuned checkpoint itself (never copied).
+/// [`fine_tune`], keeping snapshots of the weights after each epoch in `keep` (1-based)
+/// before the last: returns them in order, then the fine-tuned checkpoint itself. `queries`'
+/// mean log p(completion) is logged after every epoch.
 fn fine_tune_keeping(
     cfg: &Config,
     pre: &Pretrained,
@@ -326,62 +299,22 @@ fn fine_tune_keeping(
     keep: &[usize],
 ) -> Result<Vec<LlamaCheckpoint>> {
     let mut kept = Vec::new();
-    let ckpt = pre.checkpoint()?;
-    let vars = ckpt
-        .vars()
-        .iter()
-        .filter(|(n, _)| cfg.train_embedding || n != layout::EMBED)
-        .map(|(_, v)| v.clone())
-        .collect();
-    let params = ParamsAdamW {
-        lr: cfg.lr,
-        weight_decay: 0.0,
-        ..Default::default()
-    };
-    let mut opt = candle_nn::AdamW::new(vars, params).ctx("the optimiser")?;
-    let lm = ckpt.model()?;
-    let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed ^ 0x5eed);
-    let mut order: Vec<usize> = (0..docs.len()).collect();
-    let t0 = std::time::Instant::now();
-    for epoch in 0..cfg.epochs {
-        order.shuffle(&mut rng);
-        let mut total = 0f64;
-        for idx in order.chunks(cfg.batch) {
-            let batch: Vec<TokenSeq> = idx.iter().map(|&i| docs[i].clone()).collect();
-            let counted: usize = batch.iter().map(|s| s.tokens.len() - s.prompt_len).sum();
-            let mut step = || -> candle::Result<f64> {
-                let loss = (seq_logp(&lm, &batch)?.sum_all()?.neg()? / counted as f64)?;
-                opt.backward_step(&loss)?;
-                Ok(loss.to_scalar::<f32>()? as f64)
-            };
-            total += step().ctx("a fine-tuning step")? * idx.len() as f64;
-        }
-        let logp = log_probs(&lm, queries)?;
+    let last = settings(cfg).run(&pre.ckpt, docs, None, |e| {
+        let logp = log_probs(&e.checkpoint.model()?, queries)?;
         cfg.log(format!(
             "epoch {}: mean loss {:.3}, queries' mean log p {:.3} ({:.0} s)",
-            epoch + 1,
-            total / docs.len() as f64,
+            e.index,
+            e.mean_loss,
             logp.iter().map(|&v| v as f64).sum::<f64>() / logp.len() as f64,
-            t0.elapsed().as_secs_f64()
+            e.elapsed
         ));
-        if epoch + 1 < cfg.epochs && keep.contains(&(epoch + 1)) {
-            kept.push(snapshot(&ckpt)?);
+        if e.index < cfg.epochs && keep.contains(&e.index) {
+            kept.push(e.checkpoint.snapshot()?);
         }
-    }
-    kept.push(ckpt);
+        Ok(())
+    })?;
+    kept.push(last);
     Ok(kept)
-}
-
-/// A copy of a checkpoint's current weights (the optimiser updates variables in place).
-fn snapshot(ckpt: &LlamaCheckpoint) -> Result<LlamaCheckpoint> {
-    let tensors = ckpt
-        .vars()
-        .iter()
-        .map(|(n, v)| Ok((n.clone(), v.as_tensor().copy()?)))
-        .collect::<candle::Result<HashMap<_, _>>>()
-        .ctx("copying the weights")?;
-    let path = std::path::Path::new("<snapshot>");
-    LlamaCheckpoint::from_tensors(ckpt.config().clone(), tensors, path)
 }
 
 /// The epochs (1-based) after which the attributed checkpoints are taken: `cfg.checkpoints`
@@ -391,42 +324,17 @@ pub fn checkpoint_epochs(cfg: &Config) -> Vec<usize> {
     (1..=m).map(|i| i * cfg.epochs / m).collect()
 }
 
-type LmModel<'a> = CandleModel<TokenSeq, &'a Llama, TokenCollate, SequenceObjective>;
-
 /// The layer sets: every block linear, the MLPs only, the attention projections only.
-fn layer_sets(config: &LlamaConfig) -> Vec<(&'static str, Vec<String>)> {
-    let names: Vec<String> = (0..config.num_hidden_layers)
-        .flat_map(|i| {
-            layout::block_linears(config)
-                .into_iter()
-                .map(move |(n, _)| format!("{}.{n}", layout::block(i)))
-        })
-        .collect();
-    let having = |part: &str| names.iter().filter(|n| n.contains(part)).cloned().collect();
-    vec![
-        ("all", names.clone()),
-        ("mlp", having(".mlp.")),
-        ("attention", having(".self_attn.")),
-    ]
-}
+const LAYER_SETS: [LayerSet; 3] = [LayerSet::All, LayerSet::Mlp, LayerSet::Attention];
 
 fn adapter<'a>(
     cfg: &Config,
     lm: &'a Llama,
     context: usize,
-    layers: &[String],
+    set: LayerSet,
     probe: &[TokenSeq],
 ) -> Result<LmModel<'a>> {
-    let vocab = lm.config().vocab_size;
-    CandleModel::builder(
-        lm,
-        TokenCollate { context, pad: 0 },
-        SequenceObjective::new(vocab),
-    )
-    .layers(layers.iter().cloned())
-    .chunk_rows(cfg.chunk)
-    .gradient_check(cfg.gradient_check)
-    .build(&probe[..probe.len().min(cfg.chunk)])
+    lm::adapter(lm, (context, cfg.chunk), set, probe, cfg.gradient_check)
 }
 
 /// One layer set's attribution over the checkpoints: the features (documents), the index,
@@ -721,11 +629,12 @@ fn trace(
         influence: Vec::new(),
         trak_all: Array2::zeros((0, 0)),
     };
-    for (set, names) in layer_sets(lms[0].config()) {
+    for layers in LAYER_SETS {
+        let (set, names) = (layers.as_str(), layers.names(lms[0].config()));
         let t0 = std::time::Instant::now();
         let models = lms
             .iter()
-            .map(|lm| adapter(cfg, lm, context, &names, docs))
+            .map(|lm| adapter(cfg, lm, context, layers, docs))
             .collect::<Result<Vec<_>>>()?;
         let (trak, att) = attribute(cfg, &models, docs, queries)?;
         cfg.log(format!(
@@ -780,7 +689,7 @@ pub fn run(cfg: &Config) -> Result<Output> {
         queries.len(),
         t0.elapsed().as_secs_f64()
     ));
-    let before = log_probs(&pre.checkpoint()?.model()?, &queries)?;
+    let before = log_probs(&pre.ckpt.model()?, &queries)?;
     let epochs = checkpoint_epochs(cfg);
     // `checkpoint_epochs` ends with the last epoch: the fine-tuned model is the last of them.
     let kept = fine_tune_keeping(cfg, &pre, &docs, &queries, &epochs)?;

@@ -1,6 +1,7 @@
-//! The tokenizer of `smollm_facts`: the model's own (from the GGUF metadata), or, for the tiny
-//! random model of `--quick`, a word vocabulary built from the corpus (GPT-2 style pieces: a
-//! word with its leading space; full stops and commas on their own).
+//! The tokenizer of `smollm_facts`: the model's own ([`trak_candle::lm::LmTokenizer`], from
+//! the GGUF metadata), or, for the tiny random model of `--quick`, a word vocabulary built
+//! from the corpus (GPT-2 style pieces: a word with its leading space; full stops and commas
+//! on their own).
 
 // Shared by the example and its test; not each uses every item.
 #![allow(dead_code)]
@@ -11,7 +12,7 @@ use std::collections::HashMap;
 /// A tokenizer.
 pub enum Tokens {
     /// The model's tokenizer.
-    Gguf(Box<tokenizers::Tokenizer>),
+    Gguf(Box<trak_candle::lm::LmTokenizer>),
     /// Word pieces of the corpus; id 0 is the start token.
     Words {
         /// Piece of each id.
@@ -59,15 +60,16 @@ impl Tokens {
     /// Tokens in the vocabulary.
     pub fn vocab(&self) -> usize {
         match self {
-            Self::Gguf(t) => t.get_vocab_size(true),
+            Self::Gguf(t) => t.vocab_size(),
             Self::Words { pieces, .. } => pieces.len(),
         }
     }
 
-    /// The start token (SmolLM2's `<|endoftext|>`, or the word vocabulary's `<s>`).
+    /// The start token (SmolLM2's `<|endoftext|>`, [`trak_candle::lm::LmTokenizer::start_token`];
+    /// or the word vocabulary's `<s>`).
     pub fn bos(&self) -> u32 {
         match self {
-            Self::Gguf(t) => t.token_to_id("<|endoftext|>").unwrap_or(0),
+            Self::Gguf(t) => t.start_token(),
             Self::Words { .. } => 0,
         }
     }
@@ -79,11 +81,7 @@ impl Tokens {
     /// tokenizer fails.
     pub fn encode(&self, text: &str) -> Vec<u32> {
         match self {
-            Self::Gguf(t) => t
-                .encode(text, false)
-                .expect("tokenizing")
-                .get_ids()
-                .to_vec(),
+            Self::Gguf(t) => t.encode_plain(text).expect("tokenizing"),
             Self::Words { ids, .. } => pieces(text).iter().map(|p| ids[p]).collect(),
         }
     }
@@ -91,7 +89,7 @@ impl Tokens {
     /// The text of one token.
     pub fn piece(&self, id: u32) -> String {
         match self {
-            Self::Gguf(t) => t.decode(&[id], false).unwrap_or_default(),
+            Self::Gguf(t) => t.decode(&[id]),
             Self::Words { pieces, .. } => pieces[id as usize].clone(),
         }
     }

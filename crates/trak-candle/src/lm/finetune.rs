@@ -5,9 +5,10 @@
 //! **Weights.** Batch b's loss is Σ_i w_i ℓ_i / Σ_i w_i n_i, with ℓ_i = −Σ log p of example
 //! i's counted tokens and n_i their number: the mean loss per kept token. The order and the
 //! batches do not depend on the weights, so a leave-out run is the same call with the left
-//! out examples' weights at 0 (same seed, same batches, the rest of each batch unchanged);
-//! a batch whose weights are all 0 is skipped (no optimiser step, whose moments would
-//! otherwise still move the weights).
+//! out examples' weights at 0 (same seed, same batches, the rest of each batch unchanged).
+//! A zero-weighted example is dropped from its batch's forward pass (so nothing of it, not
+//! even its length, reaches the computation), and a batch whose weights are all 0 is skipped
+//! (no optimiser step, whose moments would otherwise still move the weights).
 //!
 //! **Determinism.** Same settings, same data, same machine ⇒ the same weights bit for bit
 //! (candle's CPU kernels may differ across CPUs).
@@ -138,8 +139,12 @@ impl FineTune {
             order.shuffle(&mut rng);
             let (mut loss_sum, mut tokens) = (0f64, 0f64);
             for idx in order.chunks(self.batch) {
-                let batch: Vec<TokenSeq> = idx.iter().map(|&i| docs[i].clone()).collect();
-                let w: Vec<f32> = idx.iter().map(|&i| weights.map_or(1.0, |w| w[i])).collect();
+                // Zero-weighted examples are left out of the pass itself (their padding would
+                // otherwise change the batch's shape).
+                let weight = |i: usize| weights.map_or(1.0, |w| w[i]);
+                let kept: Vec<usize> = idx.iter().copied().filter(|&i| weight(i) > 0.0).collect();
+                let batch: Vec<TokenSeq> = kept.iter().map(|&i| docs[i].clone()).collect();
+                let w: Vec<f32> = kept.iter().map(|&i| weight(i)).collect();
                 let denom: f64 = batch
                     .iter()
                     .zip(&w)

@@ -13,7 +13,8 @@
 //!   Face directories ([`crate::models::llama::LlamaCheckpoint::save_hf_dir`], with
 //!   [`LmTokenizer::save`]) and snapshot ([`crate::models::llama::LlamaCheckpoint::snapshot`]).
 //! - [`LayerSet`] ([`layers`]): which block linears are attributed; [`adapter`] makes a
-//!   checkpoint attributable with them.
+//!   checkpoint attributable with them at one context, [`Bucketed`] ([`buckets`]) at the
+//!   power-of-two context each sequence needs (no padding to the longest).
 //! - [`greedy`] ([`generate`]): greedy decoding, for sanity checks.
 //!
 //! ```
@@ -39,6 +40,7 @@
 //! # }
 //! ```
 
+pub mod buckets;
 pub mod corpus;
 pub mod finetune;
 pub mod generate;
@@ -50,6 +52,7 @@ use std::path::Path;
 
 use candle::Device;
 
+pub use buckets::Bucketed;
 pub use corpus::{Content, Corpus, Fields, Record};
 pub use finetune::{Epoch, FineTune};
 pub use generate::greedy;
