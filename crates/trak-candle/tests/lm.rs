@@ -174,6 +174,12 @@ fn bad_settings_are_refused_by_name() {
     let mut w = vec![1f32; docs.len()];
     w[2] = -1.0;
     assert!(run(d(), Some(&w)).contains("example 2"));
+    let long = vec![TokenSeq::document(vec![1; 80])];
+    let e = d().run(&base, &long, None, |_| Ok(())).unwrap_err();
+    assert!(
+        matches!(e, trak::Error::InvalidExample { example: 0, .. }),
+        "{e}"
+    );
 }
 
 #[test]

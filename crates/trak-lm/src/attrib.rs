@@ -30,7 +30,7 @@ pub fn trak_config(rec: &IndexRecord, memory: Option<usize>) -> trak::Result<Tra
 
 /// A checkpoint: a Hugging Face directory or a GGUF file.
 pub fn load(path: &Path) -> trak::Result<LlamaCheckpoint> {
-    Ok(lm::open(path, &Device::Cpu)?.0)
+    lm::open_checkpoint(path, &Device::Cpu)
 }
 
 /// The tokenizer of the run (its first checkpoint's).

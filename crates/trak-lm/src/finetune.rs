@@ -129,12 +129,13 @@ fn tune(
     mut eta: Eta,
 ) -> trak::Result<()> {
     let seqs = corpus.sequences();
-    let total = settings.epochs;
-    settings.run(base, &seqs, None, |e| {
+    let eta_cell = std::cell::RefCell::new(&mut eta);
+    let on_step = |done, total| eta_cell.borrow_mut().report(done, total, "steps");
+    settings.run_with_steps(base, &seqs, None, on_step, |e| {
         let dir = epoch_dir(out, e.index);
         e.checkpoint.save_hf_dir(&dir)?;
         tok.save(&dir)?;
-        eta.report(e.index, total, "epochs");
+        let eta = eta_cell.borrow();
         eta.note(format!(
             "epoch {}: mean token loss {:.4}, saved {} ({})",
             e.index,

@@ -6,7 +6,10 @@ use crate::args::Args;
 use crate::error::CliError;
 
 pub fn run(args: &[String]) -> Result<(), CliError> {
-    let args = Args::parse(args, &["--model"], &[])?;
+    // `--memory-limit` is accepted as by every command; tokenizing needs no more than the
+    // tokenizer itself.
+    let args = Args::parse(args, &["--model", "--memory-limit"], &["--quiet"])?;
+    args.bytes("--memory-limit")?;
     let tok = LmTokenizer::open(&args.path("--model")?)?;
     let text = args.positionals().join(" ");
     if args.positionals().is_empty() {

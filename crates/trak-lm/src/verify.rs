@@ -103,14 +103,16 @@ fn retrain(
         quiet,
     );
     let settings = ft.settings();
-    let tuned = settings.run(base, docs, Some(&weights), |e| {
-        eta.report(e.index, settings.epochs, "epochs");
-        eta.note(format!(
+    let eta = std::cell::RefCell::new(&mut eta);
+    let on_step = |done, total| eta.borrow_mut().report(done, total, "steps");
+    let tuned = settings.run_with_steps(base, docs, Some(&weights), on_step, |e| {
+        let msg = format!(
             "epoch {}: mean token loss {:.4} ({})",
             e.index,
             e.mean_loss,
             clock(e.elapsed)
-        ));
+        );
+        eta.borrow().note(msg);
         Ok(())
     })?;
     lm::log_probs(&tuned.model()?, queries, 8)

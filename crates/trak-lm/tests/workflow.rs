@@ -113,7 +113,17 @@ fn finetune_index_kill_resume_query_verify() {
     assert!(!run_b.join("ckpt-2").join("merged.trak").exists());
     ok(&args_b);
 
+    // Two shards, each its own process, in either order: the same scores again.
+    let run_c = tmp.path().join("c");
+    for shard in ["2/2", "1/2"] {
+        let mut a = index_args(s(&run_c), train_s, &ckpts);
+        a.extend(["--shard", shard]);
+        let out = ok(&a);
+        assert_eq!(out.contains("indexed "), shard == "1/2", "{shard}: {out}");
+    }
+
     let q = s(&queries);
+    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
     let json_a = ok(&[
         "query",
         s(&run_a),
@@ -135,7 +145,23 @@ fn finetune_index_kill_resume_query_verify() {
         "--quiet",
     ]);
     assert_eq!(json_a, json_b);
+    let json_c = ok(&[
+        "query",
+        s(&run_c),
+        "--queries",
+        q,
+        "--top",
+        "3",
+        "--json",
+        "--quiet",
+    ]);
+    assert_eq!(json_a, json_c, "sharded");
     let (sa, sb) = (all_scores(&run_a), all_scores(&run_b));
+    assert_eq!(
+        bits(&sa[0].1),
+        bits(&all_scores(&run_c)[0].1),
+        "sharded scores differ"
+    );
     assert_eq!(sa.len(), 1);
     let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
     assert_eq!(

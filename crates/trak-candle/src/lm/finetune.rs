@@ -126,9 +126,25 @@ impl FineTune {
         base: &LlamaCheckpoint,
         docs: &[TokenSeq],
         weights: Option<&[f32]>,
+        on_epoch: impl FnMut(Epoch<'_>) -> trak::Result<()>,
+    ) -> trak::Result<LlamaCheckpoint> {
+        self.run_with_steps(base, docs, weights, |_, _| {}, on_epoch)
+    }
+
+    /// [`FineTune::run`], also calling `on_step(done, total)` as each batch begins (`done`
+    /// counts it; steps of all epochs), for progress reports.
+    pub fn run_with_steps(
+        &self,
+        base: &LlamaCheckpoint,
+        docs: &[TokenSeq],
+        weights: Option<&[f32]>,
+        mut on_step: impl FnMut(usize, usize),
         mut on_epoch: impl FnMut(Epoch<'_>) -> trak::Result<()>,
     ) -> trak::Result<LlamaCheckpoint> {
         self.validate(docs.len(), weights)?;
+        check_lengths(docs, base.config().max_position_embeddings)?;
+        let total = self.epochs * docs.len().div_ceil(self.batch);
+        let mut done = 0;
         let ckpt = base.snapshot()?;
         let mut opt = self.optimizer(&ckpt)?;
         let lm = ckpt.model()?;
@@ -139,6 +155,8 @@ impl FineTune {
             order.shuffle(&mut rng);
             let (mut loss_sum, mut tokens) = (0f64, 0f64);
             for idx in order.chunks(self.batch) {
+                done += 1;
+                on_step(done, total);
                 // Zero-weighted examples are left out of the pass itself (their padding would
                 // otherwise change the batch's shape).
                 let weight = |i: usize| weights.map_or(1.0, |w| w[i]);
@@ -200,6 +218,29 @@ impl FineTune {
         };
         candle_nn::AdamW::new(vars, params).ctx("the optimiser")
     }
+}
+
+/// Every example must have something to predict and fit the model's context
+/// ([`Error::InvalidExample`] naming the first that does not).
+fn check_lengths(docs: &[TokenSeq], max: usize) -> trak::Result<()> {
+    for (i, d) in docs.iter().enumerate() {
+        let n = d.tokens.len();
+        let reason = if n < 2 || d.prompt_len == 0 || d.prompt_len >= n {
+            format!(
+                "{n} tokens with prompt length {}: nothing to predict",
+                d.prompt_len
+            )
+        } else if n - 1 > max {
+            format!(
+                "{} input positions exceed the model's context of {max}",
+                n - 1
+            )
+        } else {
+            continue;
+        };
+        return Err(Error::InvalidExample { example: i, reason });
+    }
+    Ok(())
 }
 
 /// One optimiser step on the weighted batch; returns its loss (per kept token).

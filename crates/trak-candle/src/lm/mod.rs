@@ -67,6 +67,11 @@ use crate::{CandleModel, SequenceObjective, TokenCollate, TokenSeq};
 /// its metadata), or a Hugging Face directory (`config.json`, safetensors, `tokenizer.json`).
 /// A path that does not exist is [`trak::Error::Io`].
 pub fn open(model: &Path, device: &Device) -> trak::Result<(LlamaCheckpoint, LmTokenizer)> {
+    Ok((open_checkpoint(model, device)?, LmTokenizer::open(model)?))
+}
+
+/// The weights alone of [`open`].
+pub fn open_checkpoint(model: &Path, device: &Device) -> trak::Result<LlamaCheckpoint> {
     if !model.exists() {
         let source = std::io::Error::new(std::io::ErrorKind::NotFound, "no such file or directory");
         return Err(trak::Error::Io {
@@ -74,11 +79,10 @@ pub fn open(model: &Path, device: &Device) -> trak::Result<(LlamaCheckpoint, LmT
             source,
         });
     }
-    let ckpt = match model.is_dir() {
-        true => LlamaCheckpoint::from_hf_dir(model, device)?,
-        false => LlamaCheckpoint::from_gguf(model, device)?,
-    };
-    Ok((ckpt, LmTokenizer::open(model)?))
+    match model.is_dir() {
+        true => LlamaCheckpoint::from_hf_dir(model, device),
+        false => LlamaCheckpoint::from_gguf(model, device),
+    }
 }
 
 /// An attributable LM: the network, token collation at a fixed context, log p as f.
