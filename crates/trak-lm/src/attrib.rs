@@ -65,12 +65,27 @@ pub fn query_features(
     quiet: bool,
 ) -> trak::Result<Vec<Array2<f32>>> {
     let mut eta = Eta::new("query features", quiet);
+    // No more rows per pass than there are queries (a chunk is padded to its row count).
+    let rec = IndexRecord {
+        chunk: rec.chunk.min(queries.len()).max(1),
+        ..rec.clone()
+    };
     let mut psis = Vec::new();
     for (m, path) in rec.checkpoints.iter().enumerate() {
+        let t0 = std::time::Instant::now();
         let ckpt = load(path)?;
         let net = ckpt.model()?;
-        let model = adapter(rec, &net, queries)?;
+        let t1 = t0.elapsed().as_secs_f64();
+        let model = adapter(&rec, &net, queries)?;
+        let t2 = t0.elapsed().as_secs_f64();
         psis.push(trak.features(m as u64, &model, queries)?);
+        let t3 = t0.elapsed().as_secs_f64();
+        eta.note(format!(
+            "checkpoint {}: loaded in {t1:.2} s, adapter built in {:.2} s, features in {:.2} s",
+            m + 1,
+            t2 - t1,
+            t3 - t2
+        ));
         eta.report(m + 1, rec.checkpoints.len(), "checkpoints");
     }
     Ok(psis)

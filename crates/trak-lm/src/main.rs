@@ -37,7 +37,7 @@ usage:
       [--freeze NAME ... | --freeze none] (default: the token embedding)
       writes DIR/epoch-1 … DIR/epoch-N (Hugging Face directories) and DIR/finetune.json
   trak-lm index RUN --data train.jsonl --checkpoint C1 [--checkpoint C2 ...]
-      [--k 2048] [--layers all|mlp|attention] [--shard I/N] [--seed 0] [--chunk 8]
+      [--k 2048] [--layers all|mlp|attention] [--shard I/N] [--seed 0] [--chunk 4]
       [--block-rows 64]; resumable (run it again after a kill), shardable (--shard or a
       SLURM array); the last shard to finish merges
   trak-lm query RUN --queries queries.jsonl [--top 10] [--json] [--tokens] [--html FILE]
