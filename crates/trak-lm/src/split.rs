@@ -4,7 +4,7 @@
 //! sum to the document's, so the shares sum to the score up to rounding (`error`).
 
 use trak_candle::TokenSeq;
-use trak_candle::trak::ndarray::{Array2, ArrayView1};
+use trak_candle::trak::ndarray::{Array2, ArrayView1, s};
 use trak_candle::trak::{self, TrakIndex};
 
 use crate::attrib;
@@ -37,7 +37,8 @@ impl TokenSplit {
     }
 }
 
-/// The splits of every query's `top` documents (`[query][rank]`).
+/// The splits of every query's `top` documents (`[query][rank]`): the tokens of every
+/// distinct top document featurised in one call per checkpoint.
 pub fn splits(
     o: &Opened,
     psis: &[Array2<f32>],
@@ -45,14 +46,12 @@ pub fn splits(
     top: usize,
     quiet: bool,
 ) -> trak::Result<Vec<Vec<TokenSplit>>> {
+    let features = o.run.train_features()?;
     let index: TrakIndex = o.run.train_features()?.finalize()?;
     let solved = (0u64..)
         .zip(psis)
         .map(|(m, p)| index.solve_targets(m, p.view()))
         .collect::<trak::Result<Vec<_>>>()?;
-    let features = o.run.train_features()?;
-    let mut eta = Eta::new("token splits", quiet);
-    let mut parts: Vec<Vec<(usize, Vec<f64>, f64)>> = vec![Vec::new(); scores.ncols()];
     let wanted: Vec<Vec<usize>> = (0..scores.ncols())
         .map(|q| {
             attrib::top_docs(scores, q, top)
@@ -61,27 +60,39 @@ pub fn splits(
                 .collect()
         })
         .collect();
+    let mut docs: Vec<usize> = wanted.iter().flatten().copied().collect();
+    docs.sort_unstable();
+    docs.dedup();
+    let mut pieces = Vec::new();
+    let mut spans = Vec::new();
+    for &d in &docs {
+        let p = token_pieces(&o.corpus.records[d].seq);
+        spans.push(pieces.len()..pieces.len() + p.len());
+        pieces.extend(p);
+    }
+    // parts[q][rank] = (doc, per-token sums, whole-document sum), over checkpoints.
+    let mut parts: Vec<Vec<(usize, Vec<f64>, f64)>> = wanted
+        .iter()
+        .map(|ds| ds.iter().map(|&d| (d, Vec::new(), 0.0)).collect())
+        .collect();
+    let mut eta = Eta::new("token splits", quiet);
     for (m, path) in o.rec.checkpoints.iter().enumerate() {
         let ckpt = attrib::load(path)?;
         let net = ckpt.model()?;
+        let model = attrib::adapter(&o.rec, &net, &o.corpus.sequences())?;
+        let per = o.trak.features(m as u64, &model, &pieces)?;
         let phi = features
             .features(m as u64)
             .ok_or(trak::Error::UnknownCheckpoint(m as u64))?;
-        let model = attrib::adapter(&o.rec, &net, &o.corpus.sequences())?;
-        for (q, docs) in wanted.iter().enumerate() {
-            for (rank, &d) in docs.iter().enumerate() {
-                let seq = &o.corpus.records[d].seq;
-                let pieces = token_pieces(seq);
-                let per = o.trak.features(m as u64, &model, &pieces)?;
-                let y = solved[m].column(q);
-                if parts[q].len() <= rank {
-                    parts[q].push((d, vec![0.0; pieces.len()], 0.0));
+        for (q, row) in parts.iter_mut().enumerate() {
+            let y = solved[m].column(q);
+            for (d, shares, whole) in row.iter_mut() {
+                let span = spans[docs.binary_search(d).expect("a wanted document")].clone();
+                shares.resize(span.len(), 0.0);
+                for (acc, r) in shares.iter_mut().zip(per.slice(s![span, ..]).rows()) {
+                    *acc += dot(r, y);
                 }
-                let entry = &mut parts[q][rank];
-                for (acc, row) in entry.1.iter_mut().zip(per.rows()) {
-                    *acc += dot(row, y);
-                }
-                entry.2 += dot(phi.row(d), y);
+                *whole += dot(phi.row(*d), y);
             }
         }
         eta.report(m + 1, o.rec.checkpoints.len(), "checkpoints");
