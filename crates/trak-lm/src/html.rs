@@ -3,7 +3,7 @@
 //! share of the score (green for a positive share, red for a negative one; the share and the
 //! token's part of the score in its tooltip).
 
-use trak_candle::lm::Corpus;
+use trak_candle::lm::{Content, Corpus};
 use trak_candle::trak::ndarray::Array2;
 
 use crate::attrib;
@@ -68,10 +68,14 @@ pub fn page(
 ) -> String {
     let mut body = String::new();
     for (q, query) in queries.records.iter().enumerate() {
-        body += &format!(
-            "<section id=\"query-{q}\"><h2>Query {q}</h2><p class=\"q\">{}</p><ol>",
-            esc(&query.content.text())
-        );
+        let text = match &query.content {
+            Content::Text(t) => esc(t),
+            Content::Completion { prompt, completion } => {
+                format!("{}<b>{}</b>", esc(prompt), esc(completion))
+            }
+        };
+        body +=
+            &format!("<section id=\"query-{q}\"><h2>Query {q}</h2><p class=\"q\">{text}</p><ol>");
         for (rank, (d, s)) in attrib::top_docs(scores, q, top).into_iter().enumerate() {
             let rec = &o.corpus.records[d];
             let split = splits.get(q).and_then(|v| v.get(rank));
@@ -85,7 +89,7 @@ pub fn page(
         body += "</ol></section>";
     }
     format!(
-        "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>trak-lm: top training documents</title><style>{STYLE}</style></head><body><h1>Top training documents</h1><p class=\"meta\">{} queries · {} documents · {} checkpoints · k = {} · corpus {}</p>{body}</body></html>\n",
+        "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>trak-lm: top training documents</title><style>{STYLE}</style></head><body><h1>Top training documents</h1><p class=\"meta\">Each query's completion is in bold. A document's tokens are shaded by their share of its score: green where they raise it, red where they lower it, darker for a larger share (hover over a token for its share and its part of the score); grey text is the context before the first counted token.</p><p class=\"meta\">{} queries · {} documents · {} checkpoints · k = {} · corpus {}</p>{body}</body></html>\n",
         queries.len(),
         o.corpus.len(),
         o.rec.checkpoints.len(),
