@@ -62,7 +62,7 @@ fn describe(args: &Args) -> Result<IndexRecord, CliError> {
         layers: layers.as_str().into(),
         k: args.parsed("--k", 2048)?,
         seed: args.parsed("--seed", 0)?,
-        chunk: args.parsed("--chunk", 4)?,
+        chunk: args.parsed("--chunk", 2)?,
         block_rows: args.parsed("--block-rows", 64)?,
     })
 }

@@ -37,7 +37,7 @@ usage:
       [--freeze NAME ... | --freeze none] (default: the token embedding)
       writes DIR/epoch-1 … DIR/epoch-N (Hugging Face directories) and DIR/finetune.json
   trak-lm index RUN --data train.jsonl --checkpoint C1 [--checkpoint C2 ...]
-      [--k 2048] [--layers all|mlp|attention] [--shard I/N] [--seed 0] [--chunk 4]
+      [--k 2048] [--layers all|mlp|attention] [--shard I/N] [--seed 0] [--chunk 2]
       [--block-rows 64]; resumable (run it again after a kill), shardable (--shard or a
       SLURM array); the last shard to finish merges
   trak-lm query RUN --queries queries.jsonl [--top 10] [--json] [--tokens] [--html FILE]
@@ -48,8 +48,10 @@ usage:
 MODEL is a GGUF file or a Hugging Face directory (config.json, model.safetensors,
 tokenizer.json). A corpus line is {\"text\": …} (every token counts) or {\"prompt\": …,
 \"completion\": …} (the completion counts); --text-field, --prompt-field and
---completion-field rename the fields. Every command takes --memory-limit SIZE (e.g. 3G)
-and --quiet.";
+--completion-field rename the fields. Every command takes --memory-limit SIZE and --quiet;
+for index and query it is the featurisation plan's budget (trak's buffers and the model's
+working memory of the batches in flight, the weights on top; default 2G): if a run is
+refused for it, lower --chunk or raise it.";
 
 fn dispatch(args: &[String]) -> Result<(), CliError> {
     let Some(cmd) = args.first() else {
