@@ -21,6 +21,9 @@ use crate::record::IndexRecord;
 /// this budget, 3.2 GB with chunks of 4 and 2.7 GB with the default 2).
 pub const DEFAULT_PLAN_BYTES: usize = 2 << 30;
 
+/// Sequences per pass for query features (index's default).
+pub const QUERY_CHUNK: usize = 2;
+
 /// The run's TRAK settings: factored projector, k, seed, the chunk as batch size, and the
 /// plan's memory budget (`memory`, or [`DEFAULT_PLAN_BYTES`]).
 pub fn trak_config(rec: &IndexRecord, memory: Option<usize>) -> trak::Result<Trak> {
@@ -70,9 +73,11 @@ pub fn query_features(
     quiet: bool,
 ) -> trak::Result<Vec<Array2<f32>>> {
     let mut eta = Eta::new("query features", quiet);
-    // No more rows per pass than there are queries (a chunk is padded to its row count).
+    // No more rows per pass than there are queries (a chunk is padded to its row count), and
+    // no more than the default index's, whose working memory fits the default budget
+    // whatever chunk the run was indexed with.
     let rec = IndexRecord {
-        chunk: rec.chunk.min(queries.len()).max(1),
+        chunk: rec.chunk.min(QUERY_CHUNK).min(queries.len()).max(1),
         ..rec.clone()
     };
     let mut psis = Vec::new();

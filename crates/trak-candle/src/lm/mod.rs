@@ -3,7 +3,7 @@
 //!
 //! - [`LmTokenizer`] ([`tokenizer`]): Hugging Face's ids, from `tokenizer.json` or rebuilt
 //!   from a GGUF file's metadata, and the start token every sequence begins with;
-//!   [`open`] reads a model and its tokenizer.
+//!   [`open`] reads a model and its tokenizer, [`open_checkpoint`] the model alone.
 //! - [`Corpus`] ([`corpus`]): JSONL documents (`text`) or prompts with completions, field
 //!   names configurable, bad lines named by file and line.
 //! - [`logprob`]: log p of a sequence's counted tokens, the one objective of fine-tuning,
