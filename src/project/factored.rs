@@ -235,9 +235,11 @@ impl FactoredProjector {
     /// The factor matrices and sketches of `checkpoint`, materialised (they are small:
     /// Σ out·k_out + in·k_in floats and k_out + k_in sketch entries), ready to project batches.
     pub fn at_checkpoint(&self, checkpoint: u64) -> FactoredMatrices {
+        // Each factor depends on (seed, layer, side, checkpoint) alone: generated in
+        // parallel, the same bits in the same order.
         let mats = self
             .plan
-            .iter()
+            .par_iter()
             .enumerate()
             .map(|(l, p)| {
                 (

@@ -138,13 +138,22 @@ pub(crate) fn fingerprint(calls: &[Call], mask: &[bool]) -> candle::Result<u64> 
     Ok(h.digest())
 }
 
+/// Values per `update` of [`hash_tensor`].
+const HASH_BLOCK: usize = 1 << 14;
+
 /// Feeds a tensor's shape and f32 bits to `h`.
 pub(crate) fn hash_tensor(h: &mut xxhash_rust::xxh3::Xxh3, t: &Tensor) -> candle::Result<()> {
     for &d in t.dims() {
         h.update(&(d as u64).to_le_bytes());
     }
-    for v in t.flatten_all()?.to_vec1::<f32>()? {
-        h.update(&v.to_bits().to_le_bytes());
+    // The bits in blocks: one `update` per value cost ~5 ns each, 0.5 s for SmolLM2's
+    // weights; the digest of the concatenation is the same.
+    let values = t.flatten_all()?.to_vec1::<f32>()?;
+    let mut bytes = Vec::with_capacity(4 * HASH_BLOCK);
+    for block in values.chunks(HASH_BLOCK) {
+        bytes.clear();
+        bytes.extend(block.iter().flat_map(|v| v.to_bits().to_le_bytes()));
+        h.update(&bytes);
     }
     Ok(())
 }

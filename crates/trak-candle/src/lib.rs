@@ -78,6 +78,7 @@ pub mod collate;
 mod error;
 pub mod factors;
 pub mod fallback;
+mod frozen;
 pub mod gradcheck;
 pub mod layers;
 pub mod lm;

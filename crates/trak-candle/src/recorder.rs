@@ -113,8 +113,8 @@ impl Recorder {
         }
         let (w, b) = (layer.weight(), layer.bias());
         self.check_dtype(name, w, x)?;
-        let detached = Linear::new(w.detach(), b.map(Tensor::detach));
-        let y = detached.forward(x)?;
+        // The weights get no gradient: the backward pass computes the input's alone.
+        let y = crate::frozen::linear(x, w, b)?;
         self.record(name, LayerKind::Linear, layer.weight(), b, x, y)
     }
 
@@ -183,6 +183,17 @@ impl Recorder {
             return self.refuse(name, trak::Unattributable::BatchDependent);
         }
         layer.forward_t(x, train)
+    }
+
+    /// A weight the network uses outside the recorded layers (an embedding, a norm's
+    /// scale): detached in an attribution pass, whose gradients come from the layer taps
+    /// alone, so that the backward pass computes no gradient for it (for a language model's
+    /// token embedding, a vocabulary × hidden scatter every pass); `w` itself otherwise.
+    pub fn param(&self, w: &Tensor) -> Tensor {
+        match self.detached() {
+            true => w.detach(),
+            false => w.clone(),
+        }
     }
 
     fn detached(&self) -> bool {

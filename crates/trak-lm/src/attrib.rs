@@ -46,23 +46,16 @@ pub fn tokenizer(rec: &IndexRecord) -> trak::Result<LmTokenizer> {
     LmTokenizer::open(&rec.checkpoints[0])
 }
 
-/// The longest inputs of `seqs` (the context of their adapter).
-pub fn context(seqs: &[TokenSeq]) -> usize {
-    seqs.iter()
-        .map(|s| s.tokens.len() - 1)
-        .max()
-        .unwrap_or(1)
-        .max(1)
-}
-
-/// Checkpoint `lm` made attributable on `seqs` under the run's settings.
+/// Checkpoint `lm` made attributable on `seqs` under the run's settings: each sequence at
+/// the power-of-two context that holds it ([`lm::Bucketed`]), so a long document costs no
+/// short one anything, and a sequence's features do not depend on the others in its file.
 pub fn adapter<'a>(
     rec: &IndexRecord,
     lm: &'a Llama,
     seqs: &[TokenSeq],
-) -> trak::Result<lm::LmModel<'a>> {
+) -> trak::Result<lm::Bucketed<'a>> {
     let layers: LayerSet = rec.layers.parse()?;
-    lm::adapter(lm, (context(seqs), rec.chunk), layers, seqs, false)
+    lm::Bucketed::new(lm, seqs, (layers, rec.chunk), false)
 }
 
 /// Features of `queries` at every checkpoint of the run.

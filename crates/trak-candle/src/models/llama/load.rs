@@ -87,17 +87,17 @@ impl LlamaCheckpoint {
             }
             let t = t.to_dtype(DType::F32).ctx("converting a tensor to f32")?;
             let values = t.flatten_all().and_then(|f| f.to_vec1::<f32>());
-            if let Some(index) = values
-                .ctx("reading a tensor")?
-                .iter()
-                .position(|v| !v.is_finite())
-            {
+            let values = values.ctx("reading a tensor")?;
+            if let Some(index) = values.iter().position(|v| !v.is_finite()) {
                 return Err(problem(
                     path,
                     CheckpointProblem::NonFiniteTensor { name, index },
                 ));
             }
-            vars.push((name, Var::from_tensor(&t).ctx("making a variable")?));
+            // The checked values become the variable (no third copy of the weights).
+            let var = Var::from_vec(values, shape, t.device()).ctx("making a variable")?;
+            drop(t);
+            vars.push((name, var));
         }
         Ok(Self { config, vars })
     }

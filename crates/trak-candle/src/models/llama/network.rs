@@ -160,15 +160,18 @@ impl Network for Llama {
         if t > limit {
             candle::bail!("a context of {t} positions is longer than the model's {limit}");
         }
-        let mut h = self.embed.forward(x)?;
+        // Outside the recorded linears, weights are `rec.param`s: no gradient of their own
+        // in an attribution pass.
+        let embed = Embedding::new(rec.param(self.embed.embeddings()), self.cfg.hidden_size);
+        let mut h = embed.forward(x)?;
         let mask = causal_mask(t, x.device())?;
         for l in 0..self.blocks.len() {
-            let a = self.norm(&h, &self.blocks[l].input_norm)?;
+            let a = self.norm(&h, &rec.param(&self.blocks[l].input_norm))?;
             h = (h + self.attention((l, &mask), &a, rec)?)?;
-            let a = self.norm(&h, &self.blocks[l].post_norm)?;
+            let a = self.norm(&h, &rec.param(&self.blocks[l].post_norm))?;
             h = (h + self.mlp(l, &a, rec)?)?;
         }
-        let h = self.norm(&h, &self.final_norm)?;
+        let h = self.norm(&h, &rec.param(&self.final_norm))?;
         match self.cfg.tie_word_embeddings {
             true => rec.tied_linear("lm_head", &self.head, &h, "model.embed_tokens"),
             false => rec.linear("lm_head", &self.head, &h),

@@ -1,0 +1,35 @@
+//! `llama_speed --quick`: every line is printed, with positive finite rates and ratios, and
+//! the flops per token grow from featurisation (4 per weight) to candle's training pass (6).
+
+#[path = "../examples/support/llama_speed.rs"]
+mod llama_speed;
+
+#[test]
+fn quick_llama_speed_prints_every_line() {
+    let out = llama_speed::run(&llama_speed::Config::quick()).unwrap();
+    let lines = out.lines();
+    for l in &lines {
+        eprintln!("{l}");
+    }
+    let whats: Vec<&str> = out.speeds.iter().map(|s| s.what).collect();
+    assert_eq!(whats, ["featurize", "forward_backward", "finetune"]);
+    for s in &out.speeds {
+        for v in [
+            s.tokens_per_s(),
+            s.gemm_gflops,
+            s.flops_per_token,
+            s.ratio(),
+        ] {
+            assert!(v.is_finite() && v > 0.0, "{}", s.line());
+        }
+        assert!(
+            s.line()
+                .starts_with(&format!("SPEED what={} tokens_per_s=", s.what))
+        );
+    }
+    let f = |i: usize| out.speeds[i].flops_per_token;
+    assert!(f(0) < f(2) && f(2) < f(1), "{lines:?}");
+    assert_eq!(out.lengths.len(), 12);
+    assert!(out.lengths.iter().all(|&n| (4..=60).contains(&n)));
+    assert!(lines.last().unwrap().starts_with("MEMORY peak_rss_mb="));
+}
