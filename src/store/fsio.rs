@@ -65,6 +65,14 @@ fn write_temp(path: &Path, bytes: &[u8]) -> Result<PathBuf> {
     Ok(tmp)
 }
 
+/// The directory `path` is in: `.` for a bare file name, whose `parent()` is empty.
+pub(crate) fn parent_dir(path: &Path) -> &Path {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    }
+}
+
 /// Makes a rename or link in `dir` durable.
 pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
     // Directories cannot be opened for syncing on every platform; where they can, a failure
@@ -111,7 +119,7 @@ fn write_atomic_with(path: &Path, bytes: &[u8], before_rename: &dyn Fn(&Path)) -
             }
         }
     }
-    sync_dir(path.parent().unwrap_or(Path::new(".")))
+    sync_dir(parent_dir(path))
 }
 
 /// True when `e` says that the temporary file `tmp` is gone (removed by another process's
@@ -136,7 +144,7 @@ pub(crate) fn create_exclusive(path: &Path, bytes: &[u8]) -> Result<bool> {
             Err(e) => return Err(io_err(path, e)),
         }
     }
-    sync_dir(path.parent().unwrap_or(Path::new(".")))?;
+    sync_dir(parent_dir(path))?;
     Ok(true)
 }
 
@@ -158,6 +166,13 @@ pub(crate) fn remove_temps(dir: &Path, which: impl Fn(&str) -> bool) -> Result<(
 mod tests {
     use super::*;
     use std::cell::Cell;
+
+    #[test]
+    fn a_bare_file_name_is_in_the_current_directory() {
+        assert_eq!(parent_dir(Path::new("top.html")), Path::new("."));
+        assert_eq!(parent_dir(Path::new("out/top.html")), Path::new("out"));
+        assert_eq!(parent_dir(Path::new("/top.html")), Path::new("/"));
+    }
 
     #[test]
     fn a_write_whose_temporary_file_is_removed_writes_it_again() {

@@ -159,5 +159,5 @@ pub(crate) fn write_f32_streaming(
         return Err(e);
     }
     fs::rename(&tmp, path).map_err(|e| io_err(path, e))?;
-    sync_dir(path.parent().unwrap_or(Path::new(".")))
+    sync_dir(super::fsio::parent_dir(path))
 }

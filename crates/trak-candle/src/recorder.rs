@@ -109,7 +109,12 @@ impl Recorder {
     /// the middle dimensions are positions sharing the weights.
     pub fn linear(&mut self, name: &str, layer: &Linear, x: &Tensor) -> candle::Result<Tensor> {
         if !self.detached() {
-            return layer.forward(x);
+            // A weight that tracks no gradient (a frozen one) gets none computed either.
+            let fixed = !layer.weight().track_op() && !layer.bias().is_some_and(Tensor::track_op);
+            return match fixed {
+                true => crate::frozen::linear(x, layer.weight(), layer.bias()),
+                false => layer.forward(x),
+            };
         }
         let (w, b) = (layer.weight(), layer.bias());
         self.check_dtype(name, w, x)?;

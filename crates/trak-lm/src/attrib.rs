@@ -24,14 +24,21 @@ pub const DEFAULT_PLAN_BYTES: usize = 2 << 30;
 /// Sequences per pass for query features (index's default).
 pub const QUERY_CHUNK: usize = 2;
 
-/// The run's TRAK settings: factored projector, k, seed, the chunk as batch size, and the
-/// plan's memory budget (`memory`, or [`DEFAULT_PLAN_BYTES`]).
+/// Passes per featurisation batch. A batch's sequences are grouped by context bucket and each
+/// group is cut into passes of `chunk` rows (padded to that count, so that a sequence's
+/// features never depend on its neighbours): with a batch of one pass, a batch whose two
+/// sequences fall in different buckets ran two half-empty passes. Four passes per batch
+/// leave at most one partly filled pass per bucket. Features do not depend on it.
+pub const PASSES_PER_BATCH: usize = 4;
+
+/// The run's TRAK settings: factored projector, k, seed, [`PASSES_PER_BATCH`] chunks per
+/// batch, and the plan's memory budget (`memory`, or [`DEFAULT_PLAN_BYTES`]).
 pub fn trak_config(rec: &IndexRecord, memory: Option<usize>) -> trak::Result<Trak> {
     Trak::builder()
         .proj_dim(rec.k)
         .projector(ProjectorKind::FACTORED)
         .seed(rec.seed)
-        .batch_size(rec.chunk)
+        .batch_size(rec.chunk.saturating_mul(PASSES_PER_BATCH))
         .memory_limit(memory.unwrap_or(DEFAULT_PLAN_BYTES))
         .build()
 }

@@ -183,18 +183,16 @@ fn finetune_index_kill_resume_query_verify() {
     ]);
     assert_eq!(text.matches("query ").count(), 3, "{text}");
     assert_eq!(text.matches("tokens: ").count(), 6, "{text}");
+    // A bare file name, as in the README: written in the working directory.
+    let out = trak_lm()
+        .current_dir(tmp.path())
+        .args(["query", s(&run_a), "--queries", q, "--top", "2"])
+        .args(["--html", "top.html", "--quiet"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "query --html top.html: {err}");
     let html = tmp.path().join("top.html");
-    ok(&[
-        "query",
-        s(&run_a),
-        "--queries",
-        q,
-        "--top",
-        "2",
-        "--html",
-        s(&html),
-        "--quiet",
-    ]);
     check_html(&std::fs::read_to_string(&html).unwrap(), 3, 2);
 
     let verify = ok(&[

@@ -130,7 +130,8 @@ pub struct Output {
     pub speeds: Vec<Speed>,
     /// Document lengths (tokens, the start token included).
     pub lengths: Vec<usize>,
-    pub peak_rss_mb: f64,
+    /// Peak resident set after featurisation (the first step), and at the end.
+    pub peak_rss_mb: (f64, f64),
 }
 
 impl Output {
@@ -147,7 +148,10 @@ impl Output {
             self.gemm.0, self.gemm.1
         ));
         out.extend(self.speeds.iter().map(Speed::line));
-        out.push(format!("MEMORY peak_rss_mb={:.0}", self.peak_rss_mb));
+        out.push(format!(
+            "MEMORY peak_rss_mb={:.0} after_featurize_mb={:.0}",
+            self.peak_rss_mb.1, self.peak_rss_mb.0
+        ));
         out
     }
 }
@@ -373,6 +377,7 @@ pub fn run(cfg: &Config) -> Result<Output> {
         featurize(cfg, &net, &docs)?,
         4.0 * (blocks + head) + attn,
     )];
+    let featurize_peak = trak_demo::metagrad::peak_rss_mb();
     speeds.push(speed(
         "forward_backward",
         forward_backward(cfg, &net, &docs)?,
@@ -385,6 +390,6 @@ pub fn run(cfg: &Config) -> Result<Output> {
         gemm: (candle_g, faer_g),
         speeds,
         lengths: docs.iter().map(|d| d.tokens.len()).collect(),
-        peak_rss_mb: trak_demo::metagrad::peak_rss_mb(),
+        peak_rss_mb: (featurize_peak, trak_demo::metagrad::peak_rss_mb()),
     })
 }

@@ -147,7 +147,7 @@ impl FineTune {
         let mut done = 0;
         let ckpt = base.snapshot()?;
         let mut opt = self.optimizer(&ckpt)?;
-        let lm = ckpt.model()?;
+        let lm = ckpt.model_frozen(|name| self.is_frozen(name))?;
         let mut rng = ChaCha8Rng::seed_from_u64(self.seed ^ 0x5eed);
         let mut order: Vec<usize> = (0..docs.len()).collect();
         let t0 = Instant::now();
@@ -191,9 +191,13 @@ impl FineTune {
         Ok(ckpt)
     }
 
+    /// Whether tensor `name` is frozen (a name or prefix in [`FineTune::frozen`]).
+    fn is_frozen(&self, name: &str) -> bool {
+        self.frozen.iter().any(|f| name.starts_with(f.as_str()))
+    }
+
     /// AdamW over every tensor not frozen; a frozen name that matches nothing is refused.
     fn optimizer(&self, ckpt: &LlamaCheckpoint) -> trak::Result<candle_nn::AdamW> {
-        let is_frozen = |name: &str| self.frozen.iter().any(|f| name.starts_with(f.as_str()));
         if let Some(f) = self
             .frozen
             .iter()
@@ -208,7 +212,7 @@ impl FineTune {
         let vars = ckpt
             .vars()
             .iter()
-            .filter(|(n, _)| !is_frozen(n))
+            .filter(|(n, _)| !self.is_frozen(n))
             .map(|(_, v)| v.clone())
             .collect();
         let params = ParamsAdamW {

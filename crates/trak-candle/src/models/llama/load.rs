@@ -137,10 +137,20 @@ impl LlamaCheckpoint {
 
     /// The network, computing with these variables.
     pub fn model(&self) -> trak::Result<Llama> {
+        self.model_frozen(|_| false)
+    }
+
+    /// The network, computing with these variables except those `frozen` names, which it
+    /// reads detached: the backward pass computes no gradient for them (for fine-tuning with
+    /// frozen tensors; a frozen tied embedding also spares the head's weight gradient).
+    pub(crate) fn model_frozen(&self, frozen: impl Fn(&str) -> bool) -> trak::Result<Llama> {
         let weights = self
             .vars
             .iter()
-            .map(|(n, v)| (n.clone(), v.as_tensor().clone()))
+            .map(|(n, v)| match frozen(n) {
+                true => (n.clone(), v.as_tensor().detach()),
+                false => (n.clone(), v.as_tensor().clone()),
+            })
             .collect();
         Llama::new(&self.config, &weights).ctx("building the network")
     }
