@@ -4,7 +4,8 @@
 //! Llama (a test runs it).
 //!
 //! Documents of mixed lengths (log-uniform, 16 to 512 tokens by default; `--docs N`,
-//! `--min L`, `--max L`, `--seed S`) go through featurisation (the factored projector at
+//! `--min L`, `--max L`, `--seed S`; `--chunk C` sequences per pass, default 2, and
+//! `--memory-limit-mb M` for the featurisation plan, default 2048, as `trak-lm`) go through featurisation (the factored projector at
 //! k = 2048 over every block linear, as `trak-lm index` runs it), candle's own forward +
 //! backward pass, and one epoch of fine-tuning. Prints
 //!
@@ -52,6 +53,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     if let Some(v) = value(&args, "--seed") {
         cfg.seed = v.parse()?;
+    }
+    if let Some(v) = num("--chunk") {
+        cfg.chunk = v?;
+    }
+    if let Some(v) = num("--memory-limit-mb") {
+        cfg.memory_limit = v? << 20;
     }
     if cfg.docs == 0 || cfg.lengths.0 < 2 || cfg.lengths.1 < cfg.lengths.0 {
         return Err("need --docs ≥ 1 and 2 ≤ --min ≤ --max".into());

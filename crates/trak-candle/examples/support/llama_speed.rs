@@ -14,7 +14,7 @@
 //! - `forward_backward`: candle's own pass on the same batches, every weight a variable as in
 //!   training (it computes the weight gradients too); F = 6 per weight + attention.
 //! - `finetune`: one epoch of `FineTune::default()` (the token embedding, so the tied head,
-//!   frozen); F = 6 per trained weight, 4 per frozen one, + attention.
+//!   frozen) in batches of the chunk; F = 6 per trained weight, 4 per frozen one, + attention.
 
 // Shared by the example and its test; not each reads every field.
 #![allow(dead_code)]
@@ -49,6 +49,8 @@ pub struct Config {
     pub seed: u64,
     /// GEMM repetitions per shape (best of).
     pub reps: usize,
+    /// The featurisation plan's memory budget in bytes (trak-lm's 2 GiB by default).
+    pub memory_limit: usize,
 }
 
 impl Config {
@@ -62,6 +64,7 @@ impl Config {
             chunk: 2,
             seed: 0,
             reps: 3,
+            memory_limit: 2 << 30,
         }
     }
 
@@ -75,6 +78,7 @@ impl Config {
             chunk: 2,
             seed: 0,
             reps: 1,
+            memory_limit: 2 << 30,
         }
     }
 }
@@ -322,7 +326,7 @@ fn featurize(cfg: &Config, net: &Llama, docs: &[TokenSeq]) -> Result<f64> {
         .proj_dim(cfg.k)
         .projector(ProjectorKind::FACTORED)
         .batch_size(cfg.chunk)
-        .memory_limit(2 << 30)
+        .memory_limit(cfg.memory_limit)
         .build()?;
     let t = Instant::now();
     let model = Bucketed::new(net, docs, (LayerSet::All, cfg.chunk), false)?;
@@ -344,10 +348,12 @@ fn forward_backward(cfg: &Config, net: &Llama, docs: &[TokenSeq]) -> Result<f64>
     Ok(t.elapsed().as_secs_f64())
 }
 
-/// One epoch of `FineTune::default()`.
-fn finetune(base: &LlamaCheckpoint, docs: &[TokenSeq]) -> Result<f64> {
+/// One epoch of `FineTune::default()` in batches of `batch` (a batch is padded to its
+/// longest sequence, and its autograd graph grows with the square of that length).
+fn finetune(base: &LlamaCheckpoint, docs: &[TokenSeq], batch: usize) -> Result<f64> {
     let ft = FineTune {
         epochs: 1,
+        batch,
         ..FineTune::default()
     };
     let t = Instant::now();
@@ -385,7 +391,11 @@ pub fn run(cfg: &Config) -> Result<Output> {
     ));
     let frozen_head = c.tie_word_embeddings;
     let ft_flops = 6.0 * blocks + if frozen_head { 4.0 } else { 6.0 } * head + attn;
-    speeds.push(speed("finetune", finetune(&ckpt, &docs)?, ft_flops));
+    speeds.push(speed(
+        "finetune",
+        finetune(&ckpt, &docs, cfg.chunk)?,
+        ft_flops,
+    ));
     Ok(Output {
         gemm: (candle_g, faer_g),
         speeds,
