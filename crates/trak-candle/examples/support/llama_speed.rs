@@ -28,7 +28,7 @@ use rand_chacha::ChaCha8Rng;
 use trak::{ProjectorKind, Trak};
 use trak_candle::TokenSeq;
 use trak_candle::lm::{self, Bucketed, FineTune, LayerSet};
-use trak_candle::models::llama::{Architecture, Llama, LlamaCheckpoint, LlamaConfig, layout};
+use trak_candle::models::llama::{Llama, LlamaCheckpoint, LlamaConfig, layout};
 
 pub type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
 
