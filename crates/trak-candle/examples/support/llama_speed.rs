@@ -10,7 +10,8 @@
 //!   for the backward pass to the activations, 2 more where a weight gradient is computed,
 //!   and causal attention's 4·t·q_dim per layer forward (twice that backward) at position t.
 //! - `featurize`: the library's route (`lm::Bucketed`, the factored projector at k over every
-//!   block linear, trak-lm's chunk and memory budget); F = 4 per weight + attention.
+//!   block linear, trak-lm's default chunk and memory budget, one pass per batch); F = 4 per
+//!   weight + attention.
 //! - `forward_backward`: candle's own pass on the same batches, every weight a variable as in
 //!   training (it computes the weight gradients too); F = 6 per weight + attention.
 //! - `finetune`: one epoch of `FineTune::default()` (the token embedding, so the tied head,
@@ -320,7 +321,8 @@ fn predicted(docs: &[TokenSeq]) -> usize {
     docs.iter().map(|d| d.tokens.len() - 1).sum()
 }
 
-/// Featurisation through `lm::Bucketed` as `trak-lm index` runs it.
+/// Featurisation through `lm::Bucketed`, one pass of `chunk` sequences per featurisation
+/// batch (`trak-lm` puts four passes in a batch; with `--chunk 1` the two are the same).
 fn featurize(cfg: &Config, net: &Llama, docs: &[TokenSeq]) -> Result<f64> {
     let trak = Trak::builder()
         .proj_dim(cfg.k)
@@ -335,7 +337,8 @@ fn featurize(cfg: &Config, net: &Llama, docs: &[TokenSeq]) -> Result<f64> {
     Ok(t.elapsed().as_secs_f64())
 }
 
-/// candle's own forward + backward (weights as variables) on the bucketed batches.
+/// candle's own forward + backward (weights as variables), `chunk` sequences per batch,
+/// grouped by bucket, each batch padded to its own longest sequence only.
 fn forward_backward(cfg: &Config, net: &Llama, docs: &[TokenSeq]) -> Result<f64> {
     let max = net.config().max_position_embeddings;
     let mut order: Vec<usize> = (0..docs.len()).collect();
