@@ -5,9 +5,10 @@
 //!
 //! Documents of mixed lengths (log-uniform, 16 to 512 tokens by default; `--docs N`,
 //! `--min L`, `--max L`, `--seed S`; `--chunk C` sequences per pass, default 2, and
-//! `--memory-limit-mb M` for the featurisation plan, default 2048, as `trak-lm`) go through featurisation (the factored projector at
-//! k = 2048 over every block linear, as `trak-lm index` runs it), candle's own forward +
-//! backward pass, and one epoch of fine-tuning. Prints
+//! `--memory-limit-mb M` for the featurisation plan, default 2048, as `trak-lm`) go through
+//! featurisation (`lm::Bucketed` and the factored projector at k = 2048 over every block
+//! linear, one pass per featurisation batch), candle's own forward + backward pass, and one
+//! epoch of fine-tuning. Prints
 //!
 //! ```text
 //! DOCS count=… tokens=… shortest=… longest=…
