@@ -138,6 +138,18 @@ pub struct LayerFactors {
     pub deltas: Array2<f32>,
 }
 
+impl LayerFactors {
+    /// Zero factors of `layer` for `examples` examples at `positions` places each (to fill
+    /// in; a position left at zero adds nothing to a feature).
+    pub fn zeros(layer: LinearLayer, examples: usize, positions: usize) -> Self {
+        Self {
+            positions,
+            acts: Array2::zeros((examples * positions, layer.in_dim)),
+            deltas: Array2::zeros((examples * positions, layer.out_dim)),
+        }
+    }
+}
+
 /// Per-layer access for the factored (Kronecker) projection: a model whose parameters are all
 /// weights of linear layers exposes, per layer, its inputs and the gradient of the output
 /// function with respect to its outputs. The projector then computes (P_outᵀδ) ⊗ (P_inᵀa)

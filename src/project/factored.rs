@@ -86,9 +86,6 @@ use crate::model::{LayerFactors, LinearLayer};
 /// The default expansion of [`ProjectorKind::FACTORED`](super::ProjectorKind::FACTORED).
 pub const DEFAULT_EXPANSION: usize = 32;
 
-/// Examples per parallel task (any value gives the same features).
-const EXAMPLES_PER_TASK: usize = 8;
-
 /// [`Error::InvalidParameter`] naming the expansion unless it
 /// is ≥ 2: an intermediate no larger than the layer's share has nothing to sketch.
 pub fn check_expansion(expansion: usize) -> Result<()> {
@@ -513,69 +510,67 @@ impl FactoredMatrices {
         Ok(())
     }
 
-    /// Writes the features of a batch (`out`: B × k) from its layer factors.
+    /// Writes the features of a batch (`out`: B × k) from its layer factors: one parallel
+    /// task per layer, each writing its own block of columns (so a batch of one example
+    /// uses every thread, and the features do not depend on the thread count).
     pub fn project(&self, factors: &[LayerFactors], mut out: ArrayViewMut2<'_, f32>) -> Result<()> {
         let b = out.nrows();
         if out.ncols() != self.k {
             return Err(shape_err("projection output columns", self.k, out.ncols()));
         }
         self.check(factors, b)?;
-        out.axis_chunks_iter_mut(Axis(0), EXAMPLES_PER_TASK)
+        out.fill(0.0);
+        let mut blocks = Vec::with_capacity(self.plan.len());
+        let (mut rest, mut at) = (out.view_mut(), 0);
+        for p in &self.plan {
+            let (_, tail) = rest.split_at(Axis(1), p.offset - at);
+            let (block, tail) = tail.split_at(Axis(1), p.width);
+            blocks.push(block);
+            (rest, at) = (tail, p.offset + p.width);
+        }
+        blocks
             .into_par_iter()
             .enumerate()
-            .for_each(|(ci, chunk)| self.task(factors, ci * EXAMPLES_PER_TASK, chunk));
+            .for_each(|(l, block)| self.layer(l, &factors[l], block));
         Ok(())
     }
 
-    fn task(&self, factors: &[LayerFactors], first: usize, out: ArrayViewMut2<'_, f32>) {
+    /// Layer `l`'s block of features (`block`: B × its width) from its factors.
+    fn layer(&self, l: usize, f: &LayerFactors, block: ArrayViewMut2<'_, f32>) {
         #[cfg(target_arch = "x86_64")]
         if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
         {
-            // SAFETY: the CPU supports the features `task_avx2` is compiled for.
-            return unsafe { self.task_avx2(factors, first, out) };
+            // SAFETY: the CPU supports the features `layer_avx2` is compiled for.
+            return unsafe { self.layer_avx2(l, f, block) };
         }
-        self.task_impl::<Portable>(factors, first, out)
+        self.layer_impl::<Portable>(l, f, block)
     }
 
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2,fma")]
-    fn task_avx2(&self, factors: &[LayerFactors], first: usize, out: ArrayViewMut2<'_, f32>) {
-        self.task_impl::<super::dense::Fused>(factors, first, out)
+    fn layer_avx2(&self, l: usize, f: &LayerFactors, block: ArrayViewMut2<'_, f32>) {
+        self.layer_impl::<super::dense::Fused>(l, f, block)
     }
 
     #[inline(always)]
-    fn task_impl<A: Arith>(
-        &self,
-        factors: &[LayerFactors],
-        first: usize,
-        mut out: ArrayViewMut2<'_, f32>,
-    ) {
-        let nb = out.nrows();
-        out.fill(0.0);
-        let layers = self.plan.iter().zip(&self.mats).zip(&self.sketches);
-        for (((p, (m_out, m_in)), sk), f) in layers.zip(factors) {
-            let t = f.positions;
-            let rows = first * t..(first + nb) * t;
-            let mut u = project_rows::<A>(
-                f.deltas.slice(ndarray::s![rows.clone(), ..]),
-                m_out.as_ref(),
-            );
-            let mut v = project_rows::<A>(f.acts.slice(ndarray::s![rows, ..]), m_in.as_ref());
-            apply_signs(&mut u, sk.out_signs.as_deref());
-            apply_signs(&mut v, sk.in_signs.as_deref());
-            let (ko, ki) = (p.k_out, p.k_in);
-            for (e, mut row) in out.rows_mut().into_iter().enumerate() {
-                let dst =
-                    &mut row.as_slice_mut().expect("standard layout")[p.offset..p.offset + p.width];
-                for tt in 0..t {
-                    let ur = &u[(e * t + tt) * ko..][..ko];
-                    let vr = &v[(e * t + tt) * ki..][..ki];
-                    // A position with no output gradient (padding) or no input adds nothing.
-                    if ur.iter().all(|&x| x == 0.0) || vr.iter().all(|&x| x == 0.0) {
-                        continue;
-                    }
-                    sk.add::<A>(dst, ur, vr);
+    fn layer_impl<A: Arith>(&self, l: usize, f: &LayerFactors, mut block: ArrayViewMut2<'_, f32>) {
+        let (p, (m_out, m_in), sk) = (&self.plan[l], &self.mats[l], &self.sketches[l]);
+        let t = f.positions;
+        let mut u = project_rows::<A>(f.deltas.view(), m_out.as_ref());
+        let mut v = project_rows::<A>(f.acts.view(), m_in.as_ref());
+        apply_signs(&mut u, sk.out_signs.as_deref());
+        apply_signs(&mut v, sk.in_signs.as_deref());
+        let (ko, ki) = (p.k_out, p.k_in);
+        for (e, mut row) in block.rows_mut().into_iter().enumerate() {
+            let dst = row.as_slice_mut().expect("a row of a row-major block");
+            for tt in 0..t {
+                let ur = &u[(e * t + tt) * ko..][..ko];
+                let vr = &v[(e * t + tt) * ki..][..ki];
+                // A position with no output gradient (padding) or no input adds nothing.
+                if ur.iter().all(|&x| x == 0.0) || vr.iter().all(|&x| x == 0.0) {
+                    continue;
                 }
+                sk.add::<A>(dst, ur, vr);
             }
         }
     }

@@ -61,6 +61,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     if let Some(v) = num("--memory-limit-mb") {
         cfg.memory_limit = v? << 20;
     }
+    if args.iter().any(|a| a == "--candle") {
+        cfg.candle = true;
+    }
+    cfg.featurize_only = args.iter().any(|a| a == "--featurize-only");
     if cfg.docs == 0 || cfg.lengths.0 < 2 || cfg.lengths.1 < cfg.lengths.0 {
         return Err("need --docs ≥ 1 and 2 ≤ --min ≤ --max".into());
     }

@@ -26,10 +26,11 @@ use std::time::Instant;
 use candle::{DType, Device, Tensor};
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use trak::ndarray::Array2;
 use trak::{ProjectorKind, Trak};
 use trak_candle::TokenSeq;
 use trak_candle::lm::{self, Bucketed, FineTune, LayerSet};
-use trak_candle::models::llama::{Llama, LlamaCheckpoint, LlamaConfig, layout};
+use trak_candle::models::llama::{Llama, LlamaCheckpoint, LlamaConfig, NativeLlama, layout};
 
 pub type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
 
@@ -52,6 +53,11 @@ pub struct Config {
     pub reps: usize,
     /// The featurisation plan's memory budget in bytes (trak-lm's 2 GiB by default).
     pub memory_limit: usize,
+    /// Also featurise through candle (`lm::Bucketed`, the route before the native pass) and
+    /// compare the features.
+    pub candle: bool,
+    /// Featurisation alone (no candle pass or fine-tuning): for profiles.
+    pub featurize_only: bool,
 }
 
 impl Config {
@@ -66,6 +72,8 @@ impl Config {
             seed: 0,
             reps: 3,
             memory_limit: 2 << 30,
+            candle: false,
+            featurize_only: false,
         }
     }
 
@@ -80,6 +88,8 @@ impl Config {
             seed: 0,
             reps: 1,
             memory_limit: 2 << 30,
+            candle: true,
+            featurize_only: false,
         }
     }
 }
@@ -137,6 +147,8 @@ pub struct Output {
     pub lengths: Vec<usize>,
     /// Peak resident set after featurisation (the first step), and at the end.
     pub peak_rss_mb: (f64, f64),
+    /// With `candle`: ‖Φ_native − Φ_candle‖ / ‖Φ_candle‖.
+    pub agreement: Option<f32>,
 }
 
 impl Output {
@@ -153,6 +165,9 @@ impl Output {
             self.gemm.0, self.gemm.1
         ));
         out.extend(self.speeds.iter().map(Speed::line));
+        if let Some(e) = self.agreement {
+            out.push(format!("AGREEMENT features_relative_error={e:.3e}"));
+        }
         out.push(format!(
             "MEMORY peak_rss_mb={:.0} after_featurize_mb={:.0}",
             self.peak_rss_mb.1, self.peak_rss_mb.0
@@ -321,20 +336,34 @@ fn predicted(docs: &[TokenSeq]) -> usize {
     docs.iter().map(|d| d.tokens.len() - 1).sum()
 }
 
-/// Featurisation through `lm::Bucketed`, one pass of `chunk` sequences per featurisation
-/// batch (`trak-lm` puts four passes in a batch; with `--chunk 1` the two are the same).
-fn featurize(cfg: &Config, net: &Llama, docs: &[TokenSeq]) -> Result<f64> {
-    let trak = Trak::builder()
+/// The featurisation settings: the factored projector at k, `chunk` sequences per batch.
+fn trak_settings(cfg: &Config) -> Result<Trak> {
+    Ok(Trak::builder()
         .proj_dim(cfg.k)
         .projector(ProjectorKind::FACTORED)
         .batch_size(cfg.chunk)
         .memory_limit(cfg.memory_limit)
-        .build()?;
+        .build()?)
+}
+
+/// Featurisation through the native pass (`NativeLlama`, the library's route for Llama
+/// models): the features and the wall seconds.
+fn featurize(cfg: &Config, net: &Llama, docs: &[TokenSeq]) -> Result<(Array2<f32>, f64)> {
+    let trak = trak_settings(cfg)?;
+    let t = Instant::now();
+    let model = NativeLlama::new(net, &LayerSet::All.names(net.config()), docs)?;
+    let phi = trak.features(0, &model, docs)?;
+    Ok((phi, t.elapsed().as_secs_f64()))
+}
+
+/// Featurisation through candle (`lm::Bucketed`), one pass per featurisation batch: the
+/// features and the wall seconds.
+fn featurize_candle(cfg: &Config, net: &Llama, docs: &[TokenSeq]) -> Result<(Array2<f32>, f64)> {
+    let trak = trak_settings(cfg)?;
     let t = Instant::now();
     let model = Bucketed::new(net, docs, (LayerSet::All, cfg.chunk), false)?;
     let phi = trak.features(0, &model, docs)?;
-    assert_eq!(phi.nrows(), docs.len());
-    Ok(t.elapsed().as_secs_f64())
+    Ok((phi, t.elapsed().as_secs_f64()))
 }
 
 /// candle's own forward + backward (weights as variables), `chunk` sequences per batch,
@@ -381,28 +410,36 @@ pub fn run(cfg: &Config) -> Result<Output> {
         flops_per_token,
     };
     let net = ckpt.model()?;
-    let mut speeds = vec![speed(
-        "featurize",
-        featurize(cfg, &net, &docs)?,
-        4.0 * (blocks + head) + attn,
-    )];
+    let (phi, secs) = featurize(cfg, &net, &docs)?;
+    let mut speeds = vec![speed("featurize", secs, 4.0 * (blocks + head) + attn)];
     let featurize_peak = trak_demo::metagrad::peak_rss_mb();
-    speeds.push(speed(
-        "forward_backward",
-        forward_backward(cfg, &net, &docs)?,
-        6.0 * (blocks + head) + attn,
-    ));
-    let frozen_head = c.tie_word_embeddings;
-    let ft_flops = 6.0 * blocks + if frozen_head { 4.0 } else { 6.0 } * head + attn;
-    speeds.push(speed(
-        "finetune",
-        finetune(&ckpt, &docs, cfg.chunk)?,
-        ft_flops,
-    ));
+    let mut agreement = None;
+    if cfg.candle {
+        let (reference, secs) = featurize_candle(cfg, &net, &docs)?;
+        speeds.push(speed(
+            "featurize_candle",
+            secs,
+            4.0 * (blocks + head) + attn,
+        ));
+        let diff = (&phi - &reference).mapv(|v| v * v).sum().sqrt();
+        agreement = Some(diff / reference.mapv(|v| v * v).sum().sqrt());
+    }
+    if !cfg.featurize_only {
+        speeds.push(speed(
+            "forward_backward",
+            forward_backward(cfg, &net, &docs)?,
+            6.0 * (blocks + head) + attn,
+        ));
+        let frozen_head = c.tie_word_embeddings;
+        let ft_flops = 6.0 * blocks + if frozen_head { 4.0 } else { 6.0 } * head + attn;
+        let secs = finetune(&ckpt, &docs, cfg.chunk)?;
+        speeds.push(speed("finetune", secs, ft_flops));
+    }
     Ok(Output {
         gemm: (candle_g, faer_g),
         speeds,
         lengths: docs.iter().map(|d| d.tokens.len()).collect(),
         peak_rss_mb: (featurize_peak, trak_demo::metagrad::peak_rss_mb()),
+        agreement,
     })
 }

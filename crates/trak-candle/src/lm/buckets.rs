@@ -223,12 +223,8 @@ impl FactoredModel<TokenSeq> for Bucketed<'_> {
             .unwrap_or(MIN_BUCKET);
         let mut out: Vec<LayerFactors> = self
             .linear_layers()
-            .iter()
-            .map(|l| LayerFactors {
-                positions: t,
-                acts: Array2::zeros((batch.len() * t, l.in_dim)),
-                deltas: Array2::zeros((batch.len() * t, l.out_dim)),
-            })
+            .into_iter()
+            .map(|l| LayerFactors::zeros(l, batch.len(), t))
             .collect();
         for (b, idx, ex) in groups {
             let mut qb = ndarray::Array1::zeros(ex.len());

@@ -18,11 +18,11 @@ use crate::recorder::Recorder;
 
 /// One transformer block's weights.
 #[derive(Debug, Clone)]
-struct Block {
-    input_norm: Tensor,
-    post_norm: Tensor,
+pub(super) struct Block {
+    pub(super) input_norm: Tensor,
+    pub(super) post_norm: Tensor,
     /// q, k, v, o, gate, up, down (the order of [`layout::block_linears`]).
-    linears: Vec<Linear>,
+    pub(super) linears: Vec<Linear>,
 }
 
 /// A Llama-family causal language model (see the module docs of [`super`]).
@@ -31,13 +31,13 @@ struct Block {
 /// position t's logits predict token t + 1.
 #[derive(Debug, Clone)]
 pub struct Llama {
-    cfg: LlamaConfig,
-    embed: Embedding,
-    blocks: Vec<Block>,
-    final_norm: Tensor,
-    head: Linear,
-    cos: Tensor,
-    sin: Tensor,
+    pub(super) cfg: LlamaConfig,
+    pub(super) embed: Embedding,
+    pub(super) blocks: Vec<Block>,
+    pub(super) final_norm: Tensor,
+    pub(super) head: Linear,
+    pub(super) cos: Tensor,
+    pub(super) sin: Tensor,
 }
 
 impl Llama {
