@@ -70,9 +70,13 @@
 //! sketch's places and signs are a pure function of the seed, the checkpoint and the layer),
 //! so features are bit-identical for any batch size and thread count. A position whose
 //! projected output gradient or input is all zero (padding: its δ is 0) is skipped, so
-//! padding an example with such positions changes neither its features nor their bits, and
-//! costs no projection work.
+//! padding an example with such positions changes neither its features nor their bits.
+//! The projections P_outᵀδ and P_inᵀa run as faer GEMMs of a fixed shape (blocks of 64
+//! positions, zero-padded), so a position's projection depends on it alone; a block of
+//! padding costs nothing.
 
+use faer::linalg::matmul::matmul;
+use faer::{Accum, MatMut, MatRef, Par};
 use ndarray::{Array2, ArrayView2, ArrayViewMut2, Axis};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -556,8 +560,8 @@ impl FactoredMatrices {
     fn layer_impl<A: Arith>(&self, l: usize, f: &LayerFactors, mut block: ArrayViewMut2<'_, f32>) {
         let (p, (m_out, m_in), sk) = (&self.plan[l], &self.mats[l], &self.sketches[l]);
         let t = f.positions;
-        let mut u = project_rows::<A>(f.deltas.view(), m_out.as_ref());
-        let mut v = project_rows::<A>(f.acts.view(), m_in.as_ref());
+        let mut u = project_rows(f.deltas.view(), m_out.as_ref());
+        let mut v = project_rows(f.acts.view(), m_in.as_ref());
         apply_signs(&mut u, sk.out_signs.as_deref());
         apply_signs(&mut v, sk.in_signs.as_deref());
         let (ko, ki) = (p.k_out, p.k_in);
@@ -604,26 +608,38 @@ fn apply_signs(x: &mut [f32], signs: Option<&[f32]>) {
 }
 
 /// X · P (rows × kf, row-major) for X (rows × d) and P (d × kf); P = `None` is the identity.
-/// Each output is accumulated over i = 0..d in order; zero inputs are skipped.
-#[inline(always)]
-fn project_rows<A: Arith>(x: ArrayView2<'_, f32>, p: Option<&Array2<f32>>) -> Vec<f32> {
+/// faer's GEMM on blocks of [`ROW_BLOCK`] rows, the last one padded with zero rows, so
+/// every product has the same shape and a row's result depends on that row alone (not on
+/// the batch it came in, nor on the thread count); a block of zero rows (padding) is
+/// skipped.
+fn project_rows(x: ArrayView2<'_, f32>, p: Option<&Array2<f32>>) -> Vec<f32> {
     let Some(p) = p else {
         return x.iter().copied().collect();
     };
-    let kf = p.ncols();
+    let (d, kf) = (x.ncols(), p.ncols());
     let ps = p.as_slice().expect("standard layout");
+    let pm = MatRef::from_row_major_slice(ps, d, kf);
+    let x = x.as_standard_layout();
+    let xs = x.as_slice().expect("standard layout");
     let mut out = vec![0.0f32; x.nrows() * kf];
-    for (xr, o) in x.rows().into_iter().zip(out.chunks_exact_mut(kf)) {
-        for (i, &xi) in xr.iter().enumerate() {
-            if xi != 0.0 {
-                for (oc, &pc) in o.iter_mut().zip(&ps[i * kf..(i + 1) * kf]) {
-                    *oc = A::madd(xi, pc, *oc);
-                }
-            }
+    let mut xpad = vec![0.0f32; ROW_BLOCK * d];
+    let mut opad = vec![0.0f32; ROW_BLOCK * kf];
+    for (xb, ob) in xs.chunks(ROW_BLOCK * d).zip(out.chunks_mut(ROW_BLOCK * kf)) {
+        if xb.iter().all(|&v| v == 0.0) {
+            continue;
         }
+        xpad[..xb.len()].copy_from_slice(xb);
+        xpad[xb.len()..].fill(0.0);
+        let xm = MatRef::from_row_major_slice(&xpad, ROW_BLOCK, d);
+        let om = MatMut::from_row_major_slice_mut(&mut opad, ROW_BLOCK, kf);
+        matmul(om, Accum::Replace, xm, pm, 1.0, Par::Seq);
+        ob.copy_from_slice(&opad[..ob.len()]);
     }
     out
 }
+
+/// Rows per GEMM of [`project_rows`].
+const ROW_BLOCK: usize = 64;
 
 #[cfg(test)]
 mod tests {

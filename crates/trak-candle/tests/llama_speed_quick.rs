@@ -1,5 +1,6 @@
-//! `llama_speed --quick`: every line is printed, with positive finite rates and ratios, and
-//! the flops per token grow from featurisation (4 per weight) to candle's training pass (6).
+//! `llama_speed --quick`: every line is printed, with positive finite rates and ratios, the
+//! flops per token grow from featurisation (4 per weight) to candle's training pass (6), and
+//! the native pass's features equal the candle route's.
 
 #[path = "../examples/support/llama_speed.rs"]
 mod llama_speed;
@@ -12,7 +13,17 @@ fn quick_llama_speed_prints_every_line() {
         eprintln!("{l}");
     }
     let whats: Vec<&str> = out.speeds.iter().map(|s| s.what).collect();
-    assert_eq!(whats, ["featurize", "forward_backward", "finetune"]);
+    assert_eq!(
+        whats,
+        [
+            "featurize",
+            "featurize_candle",
+            "forward_backward",
+            "finetune"
+        ]
+    );
+    let agreement = out.agreement.expect("--quick compares the routes");
+    assert!(agreement < 1e-4, "features differ by {agreement}");
     for s in &out.speeds {
         for v in [
             s.tokens_per_s(),
@@ -28,7 +39,7 @@ fn quick_llama_speed_prints_every_line() {
         );
     }
     let f = |i: usize| out.speeds[i].flops_per_token;
-    assert!(f(0) < f(2) && f(2) < f(1), "{lines:?}");
+    assert!(f(0) < f(3) && f(3) < f(2), "{lines:?}");
     assert_eq!(out.lengths.len(), 12);
     assert!(out.lengths.iter().all(|&n| (4..=60).contains(&n)));
     assert!(lines.last().unwrap().starts_with("MEMORY peak_rss_mb="));

@@ -6,7 +6,7 @@ use std::path::Path;
 use trak_candle::TokenSeq;
 use trak_candle::candle::Device;
 use trak_candle::lm::{self, LayerSet, LmTokenizer};
-use trak_candle::models::llama::{Llama, LlamaCheckpoint};
+use trak_candle::models::llama::{Llama, LlamaCheckpoint, NativeLlama};
 use trak_candle::trak::ndarray::{Array2, ArrayView2};
 use trak_candle::trak::store::{Run, ScoreOptions};
 use trak_candle::trak::{self, ProjectorKind, Trak};
@@ -14,31 +14,23 @@ use trak_candle::trak::{self, ProjectorKind, Trak};
 use crate::progress::Eta;
 use crate::record::IndexRecord;
 
-/// The featurisation plan's budget without `--memory-limit`: trak's buffers and candle's
-/// working memory of the batches in flight (the weights come on top). Without a budget of its
-/// own the plan takes a quarter of the machine's spare memory, and fills it with batches in
-/// flight that two cores cannot run at once (SmolLM2-135M, chunks of 4: 6.8 GB peak; under
-/// this budget, 3.2 GB with chunks of 4 and 2.7 GB with the default 2).
+/// The featurisation plan's budget without `--memory-limit`: trak's buffers, the layer
+/// factors and the native pass's working memory of the batches in flight (the weights come
+/// on top). Without a budget of its own the plan takes a quarter of the machine's spare
+/// memory, and fills it with batches in flight that two cores cannot run at once.
 pub const DEFAULT_PLAN_BYTES: usize = 2 << 30;
 
-/// Sequences per pass for query features (index's default).
+/// Sequences per batch for query features (index's default).
 pub const QUERY_CHUNK: usize = 2;
 
-/// Passes per featurisation batch. A batch's sequences are grouped by context bucket and each
-/// group is cut into passes of `chunk` rows (padded to that count, so that a sequence's
-/// features never depend on its neighbours): with a batch of one pass, a batch whose two
-/// sequences fall in different buckets ran two half-empty passes. Four passes per batch
-/// leave at most one partly filled pass per bucket. Features do not depend on it.
-pub const PASSES_PER_BATCH: usize = 4;
-
-/// The run's TRAK settings: factored projector, k, seed, [`PASSES_PER_BATCH`] chunks per
-/// batch, and the plan's memory budget (`memory`, or [`DEFAULT_PLAN_BYTES`]).
+/// The run's TRAK settings: factored projector, k, seed, `chunk` sequences per
+/// featurisation batch, and the plan's memory budget (`memory`, or [`DEFAULT_PLAN_BYTES`]).
 pub fn trak_config(rec: &IndexRecord, memory: Option<usize>) -> trak::Result<Trak> {
     Trak::builder()
         .proj_dim(rec.k)
         .projector(ProjectorKind::FACTORED)
         .seed(rec.seed)
-        .batch_size(rec.chunk.saturating_mul(PASSES_PER_BATCH))
+        .batch_size(rec.chunk)
         .memory_limit(memory.unwrap_or(DEFAULT_PLAN_BYTES))
         .build()
 }
@@ -53,16 +45,16 @@ pub fn tokenizer(rec: &IndexRecord) -> trak::Result<LmTokenizer> {
     LmTokenizer::open(&rec.checkpoints[0])
 }
 
-/// Checkpoint `lm` made attributable on `seqs` under the run's settings: each sequence at
-/// the power-of-two context that holds it ([`lm::Bucketed`]), so a long document costs no
-/// short one anything, and a sequence's features do not depend on the others in its file.
+/// Checkpoint `lm` made attributable on `seqs` under the run's settings, through the native
+/// pass ([`NativeLlama`]): each sequence at its own length, so a long document costs no
+/// short one anything, and a sequence's features do not depend on the others in its batch.
 pub fn adapter<'a>(
     rec: &IndexRecord,
     lm: &'a Llama,
     seqs: &[TokenSeq],
-) -> trak::Result<lm::Bucketed<'a>> {
+) -> trak::Result<NativeLlama<'a>> {
     let layers: LayerSet = rec.layers.parse()?;
-    lm::Bucketed::new(lm, seqs, (layers, rec.chunk), false)
+    NativeLlama::new(lm, &layers.names(lm.config()), seqs)
 }
 
 /// Features of `queries` at every checkpoint of the run.
@@ -73,9 +65,8 @@ pub fn query_features(
     quiet: bool,
 ) -> trak::Result<Vec<Array2<f32>>> {
     let mut eta = Eta::new("query features", quiet);
-    // No more rows per pass than there are queries (a chunk is padded to its row count), and
-    // no more than the default index's, whose working memory fits the default budget
-    // whatever chunk the run was indexed with.
+    // No more sequences per batch than the default index's, whose working memory fits the
+    // default budget whatever chunk the run was indexed with.
     let rec = IndexRecord {
         chunk: rec.chunk.min(QUERY_CHUNK).min(queries.len()).max(1),
         ..rec.clone()

@@ -15,8 +15,10 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use trak::{ProjectorKind, Result, Ridge, TrainFeatures, Trak, TrakIndex};
 use trak_candle::TokenSeq;
-use trak_candle::lm::{self, FineTune, LayerSet, LmModel};
-use trak_candle::models::llama::{Architecture, Llama, LlamaCheckpoint, LlamaConfig, layout};
+use trak_candle::lm::{self, FineTune, LayerSet};
+use trak_candle::models::llama::{
+    Architecture, Llama, LlamaCheckpoint, LlamaConfig, NativeLlama, layout,
+};
 use trak_demo::protocol::baseline_scores;
 
 use super::english_facts;
@@ -58,7 +60,8 @@ pub struct Config {
     pub checkpoints: usize,
     /// Projection dimension (factored projector).
     pub k: usize,
-    /// Documents per adapter chunk (one padded forward + backward pass).
+    /// Documents per featurisation batch (and per padded forward + backward pass of the
+    /// candle route's throughput comparison and gradient check).
     pub chunk: usize,
     /// Top proponents of each query removed in the counterfactual.
     pub removal_k: usize,
@@ -327,14 +330,20 @@ pub fn checkpoint_epochs(cfg: &Config) -> Vec<usize> {
 /// The layer sets: every block linear, the MLPs only, the attention projections only.
 const LAYER_SETS: [LayerSet; 3] = [LayerSet::All, LayerSet::Mlp, LayerSet::Attention];
 
+/// Checkpoint `lm` attributed at `set` through the native pass. With `gradient_check`, the
+/// candle route is built first at `context` with its finite-difference check of the
+/// network's backward pass (the native pass equals that route: `tests/native.rs`).
 fn adapter<'a>(
     cfg: &Config,
     lm: &'a Llama,
     context: usize,
     set: LayerSet,
     probe: &[TokenSeq],
-) -> Result<LmModel<'a>> {
-    lm::adapter(lm, (context, cfg.chunk), set, probe, cfg.gradient_check)
+) -> Result<NativeLlama<'a>> {
+    if cfg.gradient_check {
+        lm::adapter(lm, (context, cfg.chunk), set, probe, true)?;
+    }
+    NativeLlama::new(lm, &set.names(lm.config()), probe)
 }
 
 /// One layer set's attribution over the checkpoints: the features (documents), the index,
@@ -357,7 +366,7 @@ impl Attribution {
 
 fn attribute(
     cfg: &Config,
-    models: &[LmModel<'_>],
+    models: &[NativeLlama<'_>],
     docs: &[TokenSeq],
     queries: &[TokenSeq],
 ) -> Result<(Trak, Attribution)> {
@@ -444,7 +453,7 @@ impl RidgeRow {
 /// of every query), averaged over the checkpoints as the scores are; the features of the
 /// tokens sum to the document's.
 fn influence(
-    ctx: (&Trak, &[LmModel<'_>], &Attribution, &[Array2<f64>]),
+    ctx: (&Trak, &[NativeLlama<'_>], &Attribution, &[Array2<f64>]),
     tokens: &Tokens,
     (docs, corpus): (&[TokenSeq], &Corpus),
     q: usize,

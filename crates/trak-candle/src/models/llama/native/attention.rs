@@ -57,8 +57,8 @@ fn probs(p: &mut [f32], x: Qkv<'_>, (shape, h): (Heads, usize), (r0, r1): (usize
     for (i, row) in p.chunks_mut(r1).take(b).enumerate() {
         let (live, masked) = row.split_at_mut(r0 + i + 1);
         live.iter_mut().for_each(|v| *v /= sq);
-        let sum = exp_sum(live, max(live));
-        live.iter_mut().for_each(|v| *v /= sum);
+        let inv = (1.0 / exp_sum(live, max(live))) as f32;
+        live.iter_mut().for_each(|v| *v *= inv);
         masked.fill(0.0);
     }
 }

@@ -5,8 +5,8 @@
 //! Cephes' single-precision polynomial on `r = x − n ln 2`, `|r| ≤ ln 2 / 2`, scaled by
 //! `2ⁿ` through the exponent bits (relative error about 2e-7); arguments are clamped to
 //! [−87, 88], so `exp` of anything below −87 is 1.6e-38 instead of a denormal or 0. The sum
-//! runs in eight fixed lanes, added in a fixed order: the same bits on one machine whatever
-//! the thread count. The AVX2 + FMA build is chosen at run time, like the dense projector's
+//! runs in eight fixed f64 lanes, added in a fixed order: the same bits on one machine
+//! whatever the thread count. The AVX2 + FMA build is chosen at run time, like the dense projector's
 //! kernel, so results may differ in the last bits between machines.
 
 const LOG2E: f32 = std::f32::consts::LOG2_E;
@@ -33,19 +33,19 @@ fn exp1(x: f32) -> f32 {
 }
 
 #[inline(always)]
-fn body(x: &mut [f32], shift: f32) -> f32 {
-    let mut lanes = [0.0f32; 8];
+fn body(x: &mut [f32], shift: f32) -> f64 {
+    let mut lanes = [0.0f64; 8];
     let mut chunks = x.chunks_exact_mut(8);
     for c in &mut chunks {
         for (v, l) in c.iter_mut().zip(lanes.iter_mut()) {
             *v = exp1(*v - shift);
-            *l += *v;
+            *l += *v as f64;
         }
     }
     let mut tail = 0.0;
     for v in chunks.into_remainder() {
         *v = exp1(*v - shift);
-        tail += *v;
+        tail += *v as f64;
     }
     let l = lanes;
     (((l[0] + l[4]) + (l[2] + l[6])) + ((l[1] + l[5]) + (l[3] + l[7]))) + tail
@@ -53,12 +53,13 @@ fn body(x: &mut [f32], shift: f32) -> f32 {
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-fn body_avx2(x: &mut [f32], shift: f32) -> f32 {
+fn body_avx2(x: &mut [f32], shift: f32) -> f64 {
     body(x, shift)
 }
 
-/// `x[i] ← exp(x[i] − shift)`; returns Σ x[i] afterwards.
-pub(super) fn exp_sum(x: &mut [f32], shift: f32) -> f32 {
+/// `x[i] ← exp(x[i] − shift)`; returns Σ x[i] afterwards, summed in f64 (49,152 terms in
+/// f32 would be off by about 1e-5).
+pub(super) fn exp_sum(x: &mut [f32], shift: f32) -> f64 {
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
         // SAFETY: the CPU has AVX2 and FMA (checked above).
@@ -119,7 +120,7 @@ mod tests {
             assert!(((*g as f64 - w) / w).abs() < 3e-7, "{g} vs {w}");
         }
         let total: f64 = want.iter().sum();
-        assert!(((sum as f64 - total) / total).abs() < 1e-6);
+        assert!(((sum - total) / total).abs() < 1e-6);
         let x = [-86.0f32, -3.0, 0.0, 0.5, 20.0, 95.0];
         let mut sig = [0.0f32; 6];
         sigmoid(&mut sig, &x);

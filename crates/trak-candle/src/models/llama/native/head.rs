@@ -47,15 +47,23 @@ pub(super) fn backward(
 }
 
 /// `g = onehot(y) − softmax(z)` (zero when the position does not count); `z` is overwritten.
+/// `1 − p_y` is computed as the other tokens' share, `Σ_{j≠y} e_j / Σ_j e_j`: as
+/// `1 − e_y / Σ` it would lose the digits a confident prediction (p_y near 1) keeps, and with
+/// them the accuracy of every gradient below the head.
 fn softmax_gradient(g: &mut [f32], z: &mut [f32], y: usize, counted: bool) {
     if !counted {
         g.fill(0.0);
         return;
     }
-    let sum = exp_sum(z, max(z));
-    let inv = 1.0 / sum;
+    let m = max(z);
+    let (before, rest) = z.split_at_mut(y);
+    let (zy, after) = rest.split_first_mut().expect("y is in the vocabulary");
+    let others = exp_sum(before, m) + exp_sum(after, m);
+    *zy = (*zy - m).exp();
+    let sum = others + *zy as f64;
+    let inv = (1.0 / sum) as f32;
     g.iter_mut()
         .zip(z.iter())
         .for_each(|(g, e)| *g = -(e * inv));
-    g[y] += 1.0;
+    g[y] = (others / sum) as f32;
 }
