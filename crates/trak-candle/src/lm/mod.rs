@@ -13,8 +13,11 @@
 //!   Face directories ([`crate::models::llama::LlamaCheckpoint::save_hf_dir`], with
 //!   [`LmTokenizer::save`]) and snapshot ([`crate::models::llama::LlamaCheckpoint::snapshot`]).
 //! - [`LayerSet`] ([`layers`]): which block linears are attributed; [`adapter`] makes a
-//!   checkpoint attributable with them at one context, [`Bucketed`] ([`buckets`]) at the
-//!   power-of-two context each sequence needs (no padding to the longest).
+//!   checkpoint attributable with them through candle at one context, [`Bucketed`]
+//!   ([`buckets`]) at the power-of-two context each sequence needs (no padding to the
+//!   longest). [`crate::models::llama::NativeLlama`] attributes the same layers through a
+//!   pass written for attribution (5.7× faster on SmolLM2, each sequence at its own length);
+//!   `trak-lm` uses it, and the candle route stays its reference.
 //! - [`greedy`] ([`generate`]): greedy decoding, for sanity checks.
 //!
 //! ```

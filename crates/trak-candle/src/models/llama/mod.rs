@@ -51,7 +51,7 @@ mod config;
 pub mod gguf;
 pub mod layout;
 mod load;
-mod native;
+pub mod native;
 mod network;
 mod safetensors;
 mod save;
