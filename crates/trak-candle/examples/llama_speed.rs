@@ -4,11 +4,13 @@
 //! Llama (a test runs it).
 //!
 //! Documents of mixed lengths (log-uniform, 16 to 512 tokens by default; `--docs N`,
-//! `--min L`, `--max L`, `--seed S`; `--chunk C` sequences per pass, default 2, and
+//! `--min L`, `--max L`, `--seed S`; `--chunk C` sequences per batch, default 2, and
 //! `--memory-limit-mb M` for the featurisation plan, default 2048, as `trak-lm`) go through
-//! featurisation (`lm::Bucketed` and the factored projector at k = 2048 over every block
-//! linear, one pass per featurisation batch), candle's own forward + backward pass, and one
-//! epoch of fine-tuning. Prints
+//! featurisation (the native pass, `NativeLlama`, and the factored projector at k = 2048
+//! over every block linear), candle's own forward + backward pass, and one epoch of
+//! fine-tuning (its gradients by the native pass). `--candle` also runs both through candle
+//! (`featurize_candle`, `finetune_candle`) and prints the features' `AGREEMENT`;
+//! `--featurize-only` skips everything after featurisation. Prints
 //!
 //! ```text
 //! DOCS count=… tokens=… shortest=… longest=…

@@ -19,7 +19,8 @@ fn quick_llama_speed_prints_every_line() {
             "featurize",
             "featurize_candle",
             "forward_backward",
-            "finetune"
+            "finetune",
+            "finetune_candle"
         ]
     );
     let agreement = out.agreement.expect("--quick compares the routes");

@@ -186,3 +186,114 @@ fn bad_input_is_named() {
     let e = NativeLlama::new(&net, &names, &[]);
     assert!(matches!(e, Err(trak::Error::Empty(_))));
 }
+
+#[test]
+fn fine_tuning_gradients_equal_candles() {
+    use trak_candle::models::llama::native::train;
+    for cfg in configs() {
+        let ckpt = LlamaCheckpoint::random(cfg.clone(), 11, &Device::Cpu).unwrap();
+        let net = ckpt.model().unwrap();
+        let batch: Vec<TokenSeq> = seqs(cfg.vocab_size as u32)
+            .into_iter()
+            .skip(2)
+            .take(4)
+            .collect();
+        let w = [1.0f32, 0.5, 2.0, 1.0];
+        let denom: f64 = batch
+            .iter()
+            .zip(&w)
+            .map(|(s, &w)| w as f64 * lm::logprob::counted(s) as f64)
+            .sum();
+        let logp = lm::sequence_log_probs(&net, &batch).unwrap();
+        let wt = candle::Tensor::from_slice(&w, 4, &Device::Cpu).unwrap();
+        let loss = ((logp * wt).unwrap().sum_all().unwrap().neg().unwrap() / denom).unwrap();
+        let grads = loss.backward().unwrap();
+        let (native_loss, native) = train::loss_gradients(&net, &batch, (&w, denom)).unwrap();
+        let want = loss.to_scalar::<f32>().unwrap() as f64;
+        assert!(
+            (native_loss - want).abs() < 1e-5 * want.abs(),
+            "{native_loss} vs {want}"
+        );
+        let mut compared = 0;
+        for (name, var) in ckpt.vars() {
+            let Some(g) = native.get(name) else {
+                assert!(
+                    name.contains("embed_tokens") || name.starts_with("lm_head"),
+                    "{name}"
+                );
+                continue;
+            };
+            let c: Vec<f32> = grads
+                .get(var.as_tensor())
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1()
+                .unwrap();
+            let (d, n) = g.iter().zip(&c).fold((0.0, 0.0), |(d, n), (a, b)| {
+                (d + ((a - b) as f64).powi(2), n + (*b as f64).powi(2))
+            });
+            let err = (d / n.max(1e-30)).sqrt();
+            assert!(err < 1e-5, "{name}: relative error {err}");
+            compared += 1;
+        }
+        assert_eq!(compared, native.len());
+    }
+}
+
+#[test]
+fn fine_tuning_by_either_route_ends_close() {
+    let cfg = configs().remove(0);
+    let base = LlamaCheckpoint::random(cfg.clone(), 13, &Device::Cpu).unwrap();
+    let docs = seqs(cfg.vocab_size as u32);
+    let run = |native| {
+        let ft = lm::FineTune {
+            epochs: 2,
+            batch: 4,
+            lr: 1e-3,
+            native,
+            ..lm::FineTune::default()
+        };
+        let mut losses = Vec::new();
+        let out = ft
+            .run(
+                &base,
+                &docs,
+                Some(&[
+                    1.0, 0.0, 2.0, 1.0, 1.0, 0.5, 1.0, 1.0, 1.0, 1.0, 3.0, 1.0, 1.0, 1.0,
+                ]),
+                |e| {
+                    losses.push(e.mean_loss);
+                    Ok(())
+                },
+            )
+            .unwrap();
+        let w: Vec<f32> = out
+            .vars()
+            .iter()
+            .flat_map(|(_, v)| {
+                v.as_tensor()
+                    .flatten_all()
+                    .unwrap()
+                    .to_vec1::<f32>()
+                    .unwrap()
+            })
+            .collect();
+        (losses, w)
+    };
+    let ((ln, wn), (lc, wc)) = (run(true), run(false));
+    for (a, b) in ln.iter().zip(&lc) {
+        assert!((a - b).abs() < 1e-5 * b.abs(), "losses {ln:?} vs {lc:?}");
+    }
+    let d: f64 = wn
+        .iter()
+        .zip(&wc)
+        .map(|(a, b)| ((a - b) as f64).powi(2))
+        .sum();
+    let n: f64 = wc.iter().map(|b| (*b as f64).powi(2)).sum();
+    assert!(
+        (d / n).sqrt() < 1e-5,
+        "weights differ by {}",
+        (d / n).sqrt()
+    );
+}

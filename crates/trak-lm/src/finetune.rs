@@ -85,6 +85,7 @@ pub fn run(args: &[String]) -> Result<(), CliError> {
             v if v == ["none"] => Vec::new(),
             v => v.iter().map(|s| s.to_string()).collect(),
         },
+        ..d
     };
     let fields = fields(&args);
     let (base, tok) = lm::open(&model, &Device::Cpu)?;

@@ -73,6 +73,7 @@ impl FinetuneRecord {
             batch: self.batch,
             seed: self.seed,
             frozen: self.frozen.clone(),
+            ..FineTune::default()
         }
     }
 }

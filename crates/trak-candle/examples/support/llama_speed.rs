@@ -9,13 +9,16 @@
 //!   lengths (padding is waste, not work): 2 per linear weight for the forward pass, 2 more
 //!   for the backward pass to the activations, 2 more where a weight gradient is computed,
 //!   and causal attention's 4·t·q_dim per layer forward (twice that backward) at position t.
-//! - `featurize`: the library's route (`lm::Bucketed`, the factored projector at k over every
-//!   block linear, trak-lm's default chunk and memory budget, one pass per batch); F = 4 per
-//!   weight + attention.
+//! - `featurize`: the library's route for Llama models (`NativeLlama`, the factored projector
+//!   at k over every block linear, trak-lm's default chunk and memory budget); F = 4 per
+//!   weight + attention. With `--candle`, `featurize_candle`: the candle route
+//!   (`lm::Bucketed`, one pass per batch), and the features' agreement.
 //! - `forward_backward`: candle's own pass on the same batches, every weight a variable as in
 //!   training (it computes the weight gradients too); F = 6 per weight + attention.
 //! - `finetune`: one epoch of `FineTune::default()` (the token embedding, so the tied head,
-//!   frozen) in batches of the chunk; F = 6 per trained weight, 4 per frozen one, + attention.
+//!   frozen) in batches of the chunk, its gradients by the native pass (`finetune_candle`
+//!   with `--candle`: by candle's autograd); F = 6 per trained weight, 4 per frozen one, +
+//!   attention.
 
 // Shared by the example and its test; not each reads every field.
 #![allow(dead_code)]
@@ -380,12 +383,14 @@ fn forward_backward(cfg: &Config, net: &Llama, docs: &[TokenSeq]) -> Result<f64>
     Ok(t.elapsed().as_secs_f64())
 }
 
-/// One epoch of `FineTune::default()` in batches of `batch` (a batch is padded to its
-/// longest sequence, and its autograd graph grows with the square of that length).
-fn finetune(base: &LlamaCheckpoint, docs: &[TokenSeq], batch: usize) -> Result<f64> {
+/// One epoch of `FineTune::default()` in batches of `batch`: through the native pass, or
+/// (`native` false) candle's autograd (a batch padded to its longest sequence, its graph
+/// growing with the square of that length).
+fn finetune(base: &LlamaCheckpoint, docs: &[TokenSeq], batch: usize, native: bool) -> Result<f64> {
     let ft = FineTune {
         epochs: 1,
         batch,
+        native,
         ..FineTune::default()
     };
     let t = Instant::now();
@@ -420,8 +425,16 @@ pub fn run(cfg: &Config) -> Result<Output> {
         let secs = forward_backward(cfg, &net, &docs)?;
         runs.push(("forward_backward", secs, 6.0 * (blocks + head) + attn));
         let frozen = if c.tie_word_embeddings { 4.0 } else { 6.0 };
-        let secs = finetune(&ckpt, &docs, cfg.chunk)?;
-        runs.push(("finetune", secs, 6.0 * blocks + frozen * head + attn));
+        let ft_flops = 6.0 * blocks + frozen * head + attn;
+        runs.push((
+            "finetune",
+            finetune(&ckpt, &docs, cfg.chunk, true)?,
+            ft_flops,
+        ));
+        if cfg.candle {
+            let secs = finetune(&ckpt, &docs, cfg.chunk, false)?;
+            runs.push(("finetune_candle", secs, ft_flops));
+        }
     }
     let tokens = predicted(&docs);
     let speeds = runs

@@ -23,7 +23,8 @@ use trak::Error;
 
 use super::logprob::{counted, sequence_log_probs};
 use crate::error::CandleContext;
-use crate::models::llama::{LlamaCheckpoint, layout};
+use crate::models::llama::native::train;
+use crate::models::llama::{Llama, LlamaCheckpoint, layout};
 use crate::sequence::TokenSeq;
 
 /// Fine-tuning settings; [`FineTune::default`] is `smollm_facts`' recipe (AdamW, lr 3e-4,
@@ -43,6 +44,11 @@ pub struct FineTune {
     /// Tensors left as they are: a Hugging Face name, or a prefix of names
     /// (`model.layers.0.`); each must name at least one tensor.
     pub frozen: Vec<String>,
+    /// Compute each step's gradients by the native pass
+    /// ([`crate::models::llama::native::train`]) when everything trained is a block linear
+    /// or a norm scale (the token embedding, and an untied head, frozen: the default); else,
+    /// or when `false`, by candle's autograd. The two agree to rounding (a test).
+    pub native: bool,
 }
 
 impl Default for FineTune {
@@ -54,6 +60,7 @@ impl Default for FineTune {
             batch: 8,
             seed: 0,
             frozen: vec![layout::EMBED.to_string()],
+            native: true,
         }
     }
 }
@@ -148,6 +155,7 @@ impl FineTune {
         let ckpt = base.snapshot()?;
         let mut opt = self.optimizer(&ckpt)?;
         let lm = ckpt.model_frozen(|name| self.is_frozen(name))?;
+        let native = self.native && train::trainable(ckpt.config(), |n| !self.is_frozen(n));
         let mut rng = ChaCha8Rng::seed_from_u64(self.seed ^ 0x5eed);
         let mut order: Vec<usize> = (0..docs.len()).collect();
         let t0 = Instant::now();
@@ -171,7 +179,10 @@ impl FineTune {
                 if denom == 0.0 {
                     continue;
                 }
-                let loss = step(&lm, &mut opt, &batch, &w, denom)?;
+                let loss = match native {
+                    true => self.native_step((&lm, &ckpt), &mut opt, &batch, (&w, denom))?,
+                    false => step(&lm, &mut opt, &batch, &w, denom)?,
+                };
                 if !loss.is_finite() {
                     return Err(Error::Diverged {
                         epoch,
@@ -189,6 +200,27 @@ impl FineTune {
             })?;
         }
         Ok(ckpt)
+    }
+
+    /// One optimiser step with the gradients of the native pass; returns the batch's loss.
+    fn native_step(
+        &self,
+        (lm, ckpt): (&Llama, &LlamaCheckpoint),
+        opt: &mut candle_nn::AdamW,
+        batch: &[TokenSeq],
+        (w, denom): (&[f32], f64),
+    ) -> trak::Result<f64> {
+        let (loss, grads) = train::loss_gradients(lm, batch, (w, denom))?;
+        let mut store = candle::backprop::GradStore::default();
+        for (name, var) in ckpt.vars().iter().filter(|(n, _)| !self.is_frozen(n)) {
+            let g = grads
+                .get(name)
+                .expect("a gradient for every trainable tensor");
+            let g = candle::Tensor::from_slice(g, var.shape(), var.device());
+            store.insert(var.as_tensor(), g.ctx("a gradient")?);
+        }
+        opt.step(&store).ctx("an optimiser step")?;
+        Ok(loss)
     }
 
     /// Whether tensor `name` is frozen (a name or prefix in [`FineTune::frozen`]).

@@ -49,6 +49,7 @@ mod head;
 mod model;
 mod ops;
 mod pass;
+pub mod train;
 mod weights;
 
 pub use model::NativeLlama;

@@ -5,8 +5,8 @@ use rayon::prelude::*;
 use trak::model::{FactoredModel, LayerFactors, LinearLayer};
 use trak::{Error, Model, Unattributable};
 
-use super::super::Llama;
 use super::super::layout::{self, EMBED, LM_HEAD};
+use super::super::{Llama, LlamaConfig};
 use super::attention::Heads;
 use super::pass::{self, Dims, Selection, Slot};
 use super::weights;
@@ -72,7 +72,7 @@ impl<'a> NativeLlama<'a> {
         let longest = seqs
             .iter()
             .enumerate()
-            .map(|(i, s)| model.check(i, s).map(|()| s.tokens.len() - 1))
+            .map(|(i, s)| check(&lm.cfg, i, s).map(|()| s.tokens.len() - 1))
             .collect::<trak::Result<Vec<_>>>()?
             .into_iter()
             .max()
@@ -94,49 +94,10 @@ impl<'a> NativeLlama<'a> {
         })
     }
 
-    /// [`Error::InvalidExample`] (`i`, the example's index) unless every token is in the
-    /// vocabulary, the inputs fit the model's context and something is predicted.
-    fn check(&self, i: usize, s: &TokenSeq) -> trak::Result<()> {
-        let cfg = &self.lm.cfg;
-        let bad = |reason: String| Error::InvalidExample { example: i, reason };
-        if let Some(p) = s.tokens.iter().position(|&t| t as usize >= cfg.vocab_size) {
-            return Err(bad(format!(
-                "token {} at position {p} is outside the vocabulary of {} tokens",
-                s.tokens[p], cfg.vocab_size
-            )));
-        }
-        let limit = cfg
-            .sliding_window
-            .unwrap_or(usize::MAX)
-            .min(cfg.max_position_embeddings);
-        let inputs = s.tokens.len().saturating_sub(1);
-        if inputs > limit {
-            return Err(bad(format!(
-                "its {inputs} input positions exceed the model's context of {limit}"
-            )));
-        }
-        s.next_tokens(inputs).map(|_| ()).map_err(bad)
-    }
-
-    fn dims(&self) -> Dims {
-        let cfg = &self.lm.cfg;
-        Dims {
-            d: cfg.hidden_size,
-            inter: cfg.intermediate_size,
-            vocab: cfg.vocab_size,
-            heads: Heads {
-                n: cfg.num_attention_heads,
-                kv: cfg.num_key_value_heads,
-                hd: cfg.head_dim,
-            },
-            eps: cfg.rms_norm_eps as f32,
-        }
-    }
-
     /// The batch's factors at its longest sequence, and each sequence's Q.
     fn factors(&self, batch: &[TokenSeq]) -> trak::Result<(Vec<LayerFactors>, Vec<f32>)> {
         for (i, s) in batch.iter().enumerate() {
-            self.check(i, s)?;
+            check(&self.lm.cfg, i, s)?;
         }
         let t = batch.iter().map(|s| s.tokens.len() - 1).max().unwrap_or(1);
         let mut factors: Vec<LayerFactors> = self
@@ -161,19 +122,58 @@ impl<'a> NativeLlama<'a> {
                 });
             }
         }
-        let dims = self.dims();
+        let dims = dims(&self.lm.cfg);
         let q = weights::with_weights(self.lm, |w| {
             per_seq
                 .into_par_iter()
                 .zip(batch.par_iter())
                 .enumerate()
                 .map(|(i, (mut slots, s))| {
-                    pass::run(w, &dims, s, (&self.selection, &mut slots))
+                    pass::run(w, &dims, s, (&self.selection, &mut slots, None))
+                        .map(|_| 1.0) // Q of the log-probability objective: 1
                         .map_err(|reason| Error::InvalidExample { example: i, reason })
                 })
                 .collect::<trak::Result<Vec<f32>>>()
         })??;
         Ok((factors, q))
+    }
+}
+
+/// [`Error::InvalidExample`] (`i`, the example's index) unless every token is in the
+/// vocabulary, the inputs fit the model's context and something is predicted.
+pub(super) fn check(cfg: &LlamaConfig, i: usize, s: &TokenSeq) -> trak::Result<()> {
+    let bad = |reason: String| Error::InvalidExample { example: i, reason };
+    if let Some(p) = s.tokens.iter().position(|&t| t as usize >= cfg.vocab_size) {
+        return Err(bad(format!(
+            "token {} at position {p} is outside the vocabulary of {} tokens",
+            s.tokens[p], cfg.vocab_size
+        )));
+    }
+    let limit = cfg
+        .sliding_window
+        .unwrap_or(usize::MAX)
+        .min(cfg.max_position_embeddings);
+    let inputs = s.tokens.len().saturating_sub(1);
+    if inputs > limit {
+        return Err(bad(format!(
+            "its {inputs} input positions exceed the model's context of {limit}"
+        )));
+    }
+    s.next_tokens(inputs).map(|_| ()).map_err(bad)
+}
+
+/// The sizes the pass needs under `cfg`.
+pub(super) fn dims(cfg: &LlamaConfig) -> Dims {
+    Dims {
+        d: cfg.hidden_size,
+        inter: cfg.intermediate_size,
+        vocab: cfg.vocab_size,
+        heads: Heads {
+            n: cfg.num_attention_heads,
+            kv: cfg.num_key_value_heads,
+            hd: cfg.head_dim,
+        },
+        eps: cfg.rms_norm_eps as f32,
     }
 }
 
@@ -256,7 +256,7 @@ impl Model for NativeLlama<'_> {
     /// The pass's own buffers for `batch_len` sequences of the longest length it was made
     /// for (what each block keeps for its backward pass, the scratch, the head's logits).
     fn working_memory(&self, batch_len: usize) -> usize {
-        let d = self.dims();
+        let d = dims(&self.lm.cfg);
         let (t, qd, kvd) = (
             self.longest,
             d.heads.n * d.heads.hd,

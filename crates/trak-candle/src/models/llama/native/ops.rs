@@ -31,8 +31,18 @@ pub(super) fn gemm(dst: MatMut<'_, f32>, a: MatRef<'_, f32>, b: MatRef<'_, f32>,
 /// count.
 const COLS: usize = 128;
 
-/// `dst = a · b` by blocks of [`COLS`] columns of `dst` and `b`, in parallel.
+/// `dst (+)= a · b` by blocks of [`COLS`] columns of `dst` and `b`, in parallel.
 fn gemm_cols(dst: MatMut<'_, f32>, a: MatRef<'_, f32>, b: MatRef<'_, f32>, add: bool) {
+    gemm_cols_scaled(dst, a, b, (add, 1.0));
+}
+
+/// `dst = α a · b` (or `dst += α a · b` when `add`) by blocks of [`COLS`] columns.
+fn gemm_cols_scaled(
+    dst: MatMut<'_, f32>,
+    a: MatRef<'_, f32>,
+    b: MatRef<'_, f32>,
+    (add, alpha): (bool, f32),
+) {
     let mut blocks = Vec::with_capacity(dst.ncols().div_ceil(COLS));
     let mut rest = dst;
     while rest.ncols() > 0 {
@@ -41,10 +51,24 @@ fn gemm_cols(dst: MatMut<'_, f32>, a: MatRef<'_, f32>, b: MatRef<'_, f32>, add: 
         blocks.push(block);
         rest = tail;
     }
+    let accum = if add { Accum::Add } else { Accum::Replace };
     blocks.into_par_iter().enumerate().for_each(|(j, block)| {
         let n = block.ncols();
-        gemm(block, a, b.subcols(j * COLS, n), add);
+        matmul(block, accum, a, b.subcols(j * COLS, n), alpha, Par::Seq);
     });
+}
+
+/// A linear layer's weight gradient from one sequence's `t` rows, scaled:
+/// `g += c · δᵀ a` (`g`: `out × in_dim`, the bias's column last when `a` has its 1s).
+pub(super) fn weight_grad(g: &mut [f32], (delta, acts): (&[f32], &[f32]), t: usize, c: f32) {
+    let (out, in_dim) = (delta.len() / t, acts.len() / t);
+    let d = view(delta, t, out, out).transpose();
+    gemm_cols_scaled(
+        view_mut(g, out, in_dim, in_dim),
+        d,
+        view(acts, t, in_dim, in_dim),
+        (true, c),
+    );
 }
 
 /// A linear layer's forward pass on `t` rows: `y = x · Wᵀ (+ b)`, `W` being `out × inp`.
@@ -103,6 +127,16 @@ pub(super) struct Rotary<'a> {
     pub cos: &'a [f32],
     pub sin: &'a [f32],
     pub half: usize,
+}
+
+/// The gradient of [`rms_norm`]'s scale, `dg += Σ_rows da ⊙ x · inv`, rows in order.
+pub(super) fn rms_norm_scale_grad(dg: &mut [f32], da: &[f32], x: &[f32], inv: &[f32]) {
+    let d = dg.len();
+    for ((da, x), &r) in da.chunks(d).zip(x.chunks(d)).zip(inv) {
+        for ((g, &a), &x) in dg.iter_mut().zip(da).zip(x) {
+            *g += a * x * r;
+        }
+    }
 }
 
 /// Rotary embedding in place on the rows of `x` (`row` values each, row t at position t):

@@ -8,7 +8,8 @@ use super::attention::{self, Heads, Qkv};
 use super::exp::sigmoid;
 use super::head;
 use super::ops::{
-    Rotary, linear, linear_back, rms_norm, rms_norm_back, rope, silu_product, silu_product_back,
+    Rotary, linear, linear_back, rms_norm, rms_norm_back, rms_norm_scale_grad, rope, silu_product,
+    silu_product_back,
 };
 use super::weights::{BlockWeights, Weights};
 use crate::TokenSeq;
@@ -44,10 +45,30 @@ pub(super) struct Slot<'a> {
 /// Per block, the slot of each of its seven linears, if attributed.
 pub(super) type Selection = [Option<usize>; 7];
 
-/// The slots of one block: `sel[i]` indexes `slots`.
+/// The gradients of the norm scales for one sequence (training): per block the input and
+/// post-attention norms', and the final norm's.
+#[derive(Debug, Clone)]
+pub(super) struct NormGrads {
+    pub blocks: Vec<[Vec<f32>; 2]>,
+    pub last: Vec<f32>,
+}
+
+impl NormGrads {
+    /// Zeros for `blocks` blocks of width `d`.
+    pub fn zeros(blocks: usize, d: usize) -> Self {
+        Self {
+            blocks: vec![[vec![0.0; d], vec![0.0; d]]; blocks],
+            last: vec![0.0; d],
+        }
+    }
+}
+
+/// The slots of one block: `sel[i]` indexes `slots`; with `norms`, its norms' scale
+/// gradients (training).
 struct Out<'s, 'a> {
     sel: Selection,
     slots: &'s mut [Slot<'a>],
+    norms: Option<&'s mut [Vec<f32>; 2]>,
 }
 
 impl Out<'_, '_> {
@@ -61,6 +82,13 @@ impl Out<'_, '_> {
             if stride > width {
                 dst[width] = 1.0;
             }
+        }
+    }
+
+    /// Norm `i`'s (0 input, 1 post-attention) scale gradient from its output's gradient.
+    fn norm(&mut self, i: usize, da: &[f32], (x, inv): (&[f32], &[f32])) {
+        if let Some(n) = self.norms.as_deref_mut() {
+            rms_norm_scale_grad(&mut n[i], da, x, inv);
         }
     }
 
@@ -190,6 +218,7 @@ fn block_backward(
     out.deltas(5, &s.up);
     linear_back(&mut sc.a, &s.gate, w(4), t, false);
     linear_back(&mut sc.a, &s.up, w(5), t, true);
+    out.norm(1, &sc.a, (&s.xm, &s.r2));
     rms_norm_back(dh, &sc.a, &s.xm, &s.r2, bw.post_norm);
     out.deltas(3, dh);
     linear_back(&mut sc.y, dh, w(3), t, false);
@@ -208,18 +237,20 @@ fn block_backward(
     linear_back(&mut sc.a, &sc.dq, w(0), t, false);
     linear_back(&mut sc.a, &sc.dk, w(1), t, true);
     linear_back(&mut sc.a, &sc.dv, w(2), t, true);
+    out.norm(0, &sc.a, (&s.x, &s.r1));
     rms_norm_back(dh, &sc.a, &s.x, &s.r1, bw.input_norm);
 }
 
 /// The pass over `seq` (checked by the caller: its tokens in the vocabulary, its length
 /// within the model's context): every attributed linear's factors into `slots` (`sel`, per
-/// block, says which). Returns Q, or why the sequence has nothing to predict.
+/// block, says which), and with `norms` the norm scales' gradients. Returns f (the
+/// sequence's log-probability), or why the sequence has nothing to predict.
 pub(super) fn run(
     w: &Weights<'_>,
     dims: &Dims,
     seq: &TokenSeq,
-    (sel, slots): (&[Selection], &mut [Slot<'_>]),
-) -> Result<f32, String> {
+    (sel, slots, mut norms): (&[Selection], &mut [Slot<'_>], Option<&mut NormGrads>),
+) -> Result<f64, String> {
     let t = seq.tokens.len().saturating_sub(1);
     let (next, counted) = seq.next_tokens(t)?;
     let d = dims.d;
@@ -237,22 +268,35 @@ pub(super) fn run(
     let mut sc = Scratch::new(dims, t);
     let mut saved = Vec::with_capacity(w.blocks.len());
     for (bw, &sel) in w.blocks.iter().zip(sel) {
-        let mut out = Out { sel, slots };
+        let mut out = Out {
+            sel,
+            slots,
+            norms: None,
+        };
         saved.push(block_forward(&mut h, (bw, dims, rot), &mut sc, &mut out));
     }
     let (mut hf, mut rf) = (vec![0.0; t * d], vec![0.0; t]);
     rms_norm(&mut hf, &mut rf, &h, w.final_norm, dims.eps);
     let mut dhf = vec![0.0; t * d];
-    head::backward(&mut dhf, &hf, (w.head, dims.vocab), (&next, &counted));
+    let f = head::backward(&mut dhf, &hf, (w.head, dims.vocab), (&next, &counted));
     drop(hf);
-    // Q = −∂L/∂f of the log-probability objective: 1 for every sequence.
-    let q = 1.0;
     let mut dh = vec![0.0; t * d];
+    if let Some(n) = norms.as_deref_mut() {
+        rms_norm_scale_grad(&mut n.last, &dhf, &h, &rf);
+    }
     rms_norm_back(&mut dh, &dhf, &h, &rf, w.final_norm);
-    for (bw, &sel) in w.blocks.iter().zip(sel).rev() {
+    let mut block_norms: Vec<Option<&mut [Vec<f32>; 2]>> = match norms {
+        Some(n) => n.blocks.iter_mut().map(Some).collect(),
+        None => w.blocks.iter().map(|_| None).collect(),
+    };
+    for ((bw, &sel), n) in w.blocks.iter().zip(sel).zip(block_norms.iter_mut()).rev() {
         let s = saved.pop().expect("one saved state per block");
-        let mut out = Out { sel, slots };
+        let mut out = Out {
+            sel,
+            slots,
+            norms: n.take(),
+        };
         block_backward(&mut dh, s, (bw, dims, rot), &mut sc, &mut out);
     }
-    Ok(q)
+    Ok(f)
 }
