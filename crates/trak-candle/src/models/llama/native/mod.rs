@@ -15,8 +15,12 @@
 //! - **no weight gradients**: the backward pass computes `δ·W` only;
 //! - **the head a few positions at a time**, only from the first counted position on.
 //!
-//! Each sequence runs on one thread (the sequences of a batch in parallel) with sequential
-//! GEMMs, so its factors are the same bits whatever the batch or the thread count. They
+//! Fine-tuning takes its gradients from the same pass ([`train`]): the weight gradients
+//! `Σ_t δ_t a_tᵀ` and the norm scales' from what the pass keeps.
+//!
+//! A sequence's work is split into fixed blocks (output columns of a linear, query
+//! positions of the attention, heads, positions of the head), combined in a fixed order, so
+//! its factors are the same bits whatever the batch or the thread count. They
 //! agree with the candle route's to rounding (a test checks 1e-4 relative on random
 //! configurations; `llama_speed --compare` on SmolLM2). faer picks its kernels by the CPU's
 //! instruction set at run time, so bits may differ between machines (as candle's do).
