@@ -152,6 +152,8 @@ pub struct Output {
     pub peak_rss_mb: (f64, f64),
     /// With `candle`: ‖Φ_native − Φ_candle‖ / ‖Φ_candle‖.
     pub agreement: Option<f32>,
+    /// xxh3-64 of the native features' bits (the same for every thread count).
+    pub features_hash: u64,
 }
 
 impl Output {
@@ -168,6 +170,7 @@ impl Output {
             self.gemm.0, self.gemm.1
         ));
         out.extend(self.speeds.iter().map(Speed::line));
+        out.push(format!("FEATURES xxh3={:016x}", self.features_hash));
         if let Some(e) = self.agreement {
             out.push(format!("AGREEMENT features_relative_error={e:.3e}"));
         }
@@ -453,5 +456,10 @@ pub fn run(cfg: &Config) -> Result<Output> {
         lengths: docs.iter().map(|d| d.tokens.len()).collect(),
         peak_rss_mb: (featurize_peak, trak_demo::metagrad::peak_rss_mb()),
         agreement,
+        features_hash: xxhash_rust::xxh3::xxh3_64(
+            &phi.iter()
+                .flat_map(|v| v.to_bits().to_le_bytes())
+                .collect::<Vec<u8>>(),
+        ),
     })
 }
