@@ -15,8 +15,8 @@
 //! - **no weight gradients**: the backward pass computes `δ·W` only;
 //! - **the head a few positions at a time**, only from the first counted position on.
 //!
-//! Fine-tuning takes its gradients from the same pass ([`train`]): the weight gradients
-//! `Σ_t δ_t a_tᵀ` and the norm scales' from what the pass keeps.
+//! Fine-tuning can take its gradients from the same pass ([`train`], `FineTune::native`):
+//! the weight gradients `Σ_t δ_t a_tᵀ` and the norm scales' from what the pass keeps.
 //!
 //! A sequence's work is split into fixed blocks (output columns of a linear, query
 //! positions of the attention, heads, positions of the head), combined in a fixed order, so
