@@ -1,4 +1,5 @@
-//! Fine-tuning a Llama-family checkpoint: AdamW on the mean token loss of
+//! Fine-tuning a Llama-family checkpoint: AdamW ([`super::AdamW`], candle's arithmetic in one
+//! pass per tensor, its moments readable) on the mean token loss of
 //! [`super::logprob`], a seeded data order, tensors frozen by name, per-example weights on
 //! the loss, and a callback after every epoch (to save or snapshot the checkpoint).
 //!
@@ -20,12 +21,13 @@
 
 use std::time::Instant;
 
-use candle_nn::{Optimizer, ParamsAdamW};
+use candle_nn::ParamsAdamW;
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
 use trak::Error;
 
+use super::adamw::AdamW;
 use super::logprob::{counted, sequence_log_probs};
 use crate::error::CandleContext;
 use crate::models::llama::native::train;
@@ -84,6 +86,9 @@ pub struct Epoch<'a> {
     pub elapsed: f64,
     /// The weights after this epoch (trained on in place: snapshot or save them to keep).
     pub checkpoint: &'a LlamaCheckpoint,
+    /// The optimiser after this epoch: its moments (TrackStar's preconditioner is the second
+    /// moment) and step count.
+    pub optimizer: &'a AdamW,
 }
 
 fn invalid(parameter: &'static str, value: String, expected: &str) -> Error {
@@ -188,7 +193,7 @@ impl FineTune {
                     continue;
                 }
                 let loss = match native {
-                    true => self.native_step((&lm, &ckpt), &mut opt, &batch, (&w, denom))?,
+                    true => self.native_step(&lm, &mut opt, &batch, (&w, denom))?,
                     false => step(&lm, &mut opt, &batch, &w, denom)?,
                 };
                 if !loss.is_finite() {
@@ -205,6 +210,7 @@ impl FineTune {
                 mean_loss: loss_sum / tokens.max(f64::MIN_POSITIVE),
                 elapsed: t0.elapsed().as_secs_f64(),
                 checkpoint: &ckpt,
+                optimizer: &opt,
             })?;
         }
         Ok(ckpt)
@@ -213,21 +219,13 @@ impl FineTune {
     /// One optimiser step with the gradients of the native pass; returns the batch's loss.
     fn native_step(
         &self,
-        (lm, ckpt): (&Llama, &LlamaCheckpoint),
-        opt: &mut candle_nn::AdamW,
+        lm: &Llama,
+        opt: &mut AdamW,
         batch: &[TokenSeq],
         (w, denom): (&[f32], f64),
     ) -> trak::Result<f64> {
         let (loss, grads) = train::loss_gradients(lm, batch, (w, denom))?;
-        let mut store = candle::backprop::GradStore::default();
-        for (name, var) in ckpt.vars().iter().filter(|(n, _)| !self.is_frozen(n)) {
-            let g = grads
-                .get(name)
-                .expect("a gradient for every trainable tensor");
-            let g = candle::Tensor::from_slice(g, var.shape(), var.device());
-            store.insert(var.as_tensor(), g.ctx("a gradient")?);
-        }
-        opt.step(&store).ctx("an optimiser step")?;
+        opt.step_slices(&grads)?;
         Ok(loss)
     }
 
@@ -237,7 +235,7 @@ impl FineTune {
     }
 
     /// AdamW over every tensor not frozen; a frozen name that matches nothing is refused.
-    fn optimizer(&self, ckpt: &LlamaCheckpoint) -> trak::Result<candle_nn::AdamW> {
+    fn optimizer(&self, ckpt: &LlamaCheckpoint) -> trak::Result<AdamW> {
         if let Some(f) = self
             .frozen
             .iter()
@@ -253,14 +251,14 @@ impl FineTune {
             .vars()
             .iter()
             .filter(|(n, _)| !self.is_frozen(n))
-            .map(|(_, v)| v.clone())
+            .cloned()
             .collect();
         let params = ParamsAdamW {
             lr: self.lr,
             weight_decay: self.weight_decay,
             ..Default::default()
         };
-        candle_nn::AdamW::new(vars, params).ctx("the optimiser")
+        AdamW::new(vars, params)
     }
 }
 
@@ -290,17 +288,19 @@ fn check_lengths(docs: &[TokenSeq], max: usize) -> trak::Result<()> {
 /// One optimiser step on the weighted batch; returns its loss (per kept token).
 fn step(
     lm: &crate::models::llama::Llama,
-    opt: &mut candle_nn::AdamW,
+    opt: &mut AdamW,
     batch: &[TokenSeq],
     w: &[f32],
     denom: f64,
 ) -> trak::Result<f64> {
-    let mut run = || -> candle::Result<f64> {
+    let run = || -> candle::Result<(f64, candle::backprop::GradStore)> {
         let logp = sequence_log_probs(lm, batch)?;
         let w = candle::Tensor::from_slice(w, w.len(), lm.device())?;
         let loss = ((logp * w)?.sum_all()?.neg()? / denom)?;
-        opt.backward_step(&loss)?;
-        Ok(loss.to_scalar::<f32>()? as f64)
+        let grads = loss.backward()?;
+        Ok((loss.to_scalar::<f32>()? as f64, grads))
     };
-    run().ctx("a fine-tuning step")
+    let (loss, grads) = run().ctx("a fine-tuning step")?;
+    opt.step(&grads)?;
+    Ok(loss)
 }

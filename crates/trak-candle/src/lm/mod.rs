@@ -8,7 +8,8 @@
 //!   names configurable, bad lines named by file and line.
 //! - [`logprob`]: log p of a sequence's counted tokens, the one objective of fine-tuning,
 //!   evaluation and attribution.
-//! - [`FineTune`] ([`finetune`]): AdamW with frozen tensors, a seed, per-example weights
+//! - [`FineTune`] ([`finetune`]): AdamW ([`AdamW`]: candle's arithmetic, its moments
+//!   readable) with frozen tensors, a seed, per-example weights
 //!   (a leave-out run is a call), a callback after every epoch; checkpoints save as Hugging
 //!   Face directories ([`crate::models::llama::LlamaCheckpoint::save_hf_dir`], with
 //!   [`LmTokenizer::save`]) and snapshot ([`crate::models::llama::LlamaCheckpoint::snapshot`]).
@@ -43,6 +44,7 @@
 //! # }
 //! ```
 
+pub mod adamw;
 pub mod buckets;
 pub mod corpus;
 pub mod finetune;
@@ -55,6 +57,7 @@ use std::path::Path;
 
 use candle::Device;
 
+pub use adamw::AdamW;
 pub use buckets::Bucketed;
 pub use corpus::{Content, Corpus, Fields, Record};
 pub use finetune::{Epoch, FineTune};
