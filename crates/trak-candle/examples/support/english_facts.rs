@@ -190,3 +190,32 @@ pub fn generate(facts: usize, fillers: usize, seed: u64) -> Corpus {
     }
     corpus
 }
+
+/// One more statement of each fact of a [`generate`]d corpus (relations in turn, as there),
+/// in a phrasing no document uses: the held-out documents of `smollm_lds`, whose loss
+/// depends on what the training documents taught about the fact.
+///
+/// # Panics
+/// If a restatement occurs in a document (a bug of the templates, checked every time).
+pub fn restatements(corpus: &Corpus) -> Vec<String> {
+    let out: Vec<String> = corpus
+        .facts
+        .iter()
+        .enumerate()
+        .map(|(f, fact)| {
+            let (e, a) = (&fact.entity, &fact.answer);
+            match f % 3 {
+                0 => format!("{e} grew up in {a} and still goes back every summer."),
+                1 => format!("{e} trained for a long time to become a {a}."),
+                _ => format!("Every evening {e} feeds the {a} before going to bed."),
+            }
+        })
+        .collect();
+    for r in &out {
+        assert!(
+            corpus.docs.iter().all(|d| d != r),
+            "restatement {r:?} is a document"
+        );
+    }
+    out
+}

@@ -214,7 +214,7 @@ pub struct Output {
 }
 
 /// The tiny random configuration of `--quick`.
-fn tiny_config(vocab: usize) -> LlamaConfig {
+pub fn tiny_config(vocab: usize) -> LlamaConfig {
     LlamaConfig {
         architecture: Architecture::Llama,
         vocab_size: vocab,
@@ -234,26 +234,31 @@ fn tiny_config(vocab: usize) -> LlamaConfig {
 }
 
 /// The pretrained weights (never trained themselves: fine-tuning trains a copy) and the
-/// tokenizer.
-struct Pretrained {
-    ckpt: LlamaCheckpoint,
-    tokens: Tokens,
+/// tokenizer (shared with `smollm_lds`).
+pub struct Pretrained {
+    /// The weights.
+    pub ckpt: LlamaCheckpoint,
+    /// The tokenizer.
+    pub tokens: Tokens,
 }
 
 impl Pretrained {
     fn load(cfg: &Config, corpus: &Corpus) -> Result<Self> {
-        let (ckpt, tokens) = match &cfg.source {
+        Self::open(&cfg.source, cfg.seed, (&corpus.docs, &corpus.query_texts()))
+    }
+
+    /// The model of `source`; the tiny one (initialised with `seed`) gets a word vocabulary
+    /// of `texts` (documents, then any other text it must encode).
+    pub fn open(source: &Source, seed: u64, texts: (&[String], &[String])) -> Result<Self> {
+        let (ckpt, tokens) = match source {
             Source::Gguf(path) => {
                 let (ckpt, tok) = lm::open(path, &Device::Cpu)?;
                 (ckpt, Tokens::Gguf(Box::new(tok)))
             }
             Source::Tiny => {
-                let tokens = Tokens::words(&corpus.docs, &corpus.query_texts());
+                let tokens = Tokens::words(texts.0, texts.1);
                 let config = tiny_config(tokens.vocab());
-                (
-                    LlamaCheckpoint::random(config, cfg.seed, &Device::Cpu)?,
-                    tokens,
-                )
+                (LlamaCheckpoint::random(config, seed, &Device::Cpu)?, tokens)
             }
         };
         Ok(Self { ckpt, tokens })
@@ -267,12 +272,28 @@ fn log_probs(lm: &Llama, queries: &[TokenSeq]) -> Result<Vec<f32>> {
 
 /// The fine-tuning settings of a run.
 fn settings(cfg: &Config) -> FineTune {
+    recipe(
+        (cfg.epochs, cfg.batch),
+        cfg.lr,
+        cfg.seed,
+        cfg.train_embedding,
+    )
+}
+
+/// AdamW fine-tuning for `epochs` epochs of `batch` documents at `lr`, data order `seed`,
+/// the token embedding frozen unless `train_embedding` (shared with `smollm_lds`).
+pub fn recipe(
+    (epochs, batch): (usize, usize),
+    lr: f64,
+    seed: u64,
+    train_embedding: bool,
+) -> FineTune {
     FineTune {
-        epochs: cfg.epochs,
-        lr: cfg.lr,
-        batch: cfg.batch,
-        seed: cfg.seed,
-        frozen: match cfg.train_embedding {
+        epochs,
+        lr,
+        batch,
+        seed,
+        frozen: match train_embedding {
             true => Vec::new(),
             false => vec![layout::EMBED.to_string()],
         },
