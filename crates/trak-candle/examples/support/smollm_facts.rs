@@ -615,21 +615,15 @@ fn throughput(
 
 /// The documents and queries as token sequences (a start token first).
 fn sequences(tokens: &Tokens, corpus: &Corpus) -> (Vec<TokenSeq>, Vec<TokenSeq>) {
-    let bos = tokens.bos();
-    let with_bos = |text: &str| {
-        std::iter::once(bos)
-            .chain(tokens.encode(text))
-            .collect::<Vec<_>>()
-    };
     let docs = corpus
         .docs
         .iter()
-        .map(|d| TokenSeq::document(with_bos(d)))
+        .map(|d| TokenSeq::document(tokens.with_bos(d)))
         .collect();
     let queries = corpus
         .facts
         .iter()
-        .map(|f| TokenSeq::completion(&with_bos(&f.prompt), &tokens.encode(&f.completion)))
+        .map(|f| TokenSeq::completion(&tokens.with_bos(&f.prompt), &tokens.encode(&f.completion)))
         .collect();
     (docs, queries)
 }

@@ -213,13 +213,6 @@ impl Targets {
     }
 }
 
-/// `text` as a sequence beginning with the start token.
-fn with_bos(pre: &Pretrained, text: &str) -> Vec<u32> {
-    std::iter::once(pre.tokens.bos())
-        .chain(pre.tokens.encode(text))
-        .collect()
-}
-
 /// The corpus' documents and the targets as token sequences.
 fn sequences(cfg: &Config) -> Result<(Pretrained, Vec<String>, Vec<TokenSeq>, Targets)> {
     let corpus = english_facts::generate(cfg.facts, cfg.fillers, cfg.seed);
@@ -230,14 +223,14 @@ fn sequences(cfg: &Config) -> Result<(Pretrained, Vec<String>, Vec<TokenSeq>, Ta
     let docs = corpus
         .docs
         .iter()
-        .map(|d| TokenSeq::document(with_bos(&pre, d)))
+        .map(|d| TokenSeq::document(pre.tokens.with_bos(d)))
         .collect();
     let mut seqs: Vec<TokenSeq> = corpus
         .facts
         .iter()
         .map(|f| {
             TokenSeq::completion(
-                &with_bos(&pre, &f.prompt),
+                &pre.tokens.with_bos(&f.prompt),
                 &pre.tokens.encode(&f.completion),
             )
         })
@@ -245,7 +238,7 @@ fn sequences(cfg: &Config) -> Result<(Pretrained, Vec<String>, Vec<TokenSeq>, Ta
     seqs.extend(
         held_out
             .iter()
-            .map(|h| TokenSeq::document(with_bos(&pre, h))),
+            .map(|h| TokenSeq::document(pre.tokens.with_bos(h))),
     );
     let targets = Targets {
         seqs,

@@ -86,6 +86,13 @@ impl Tokens {
         }
     }
 
+    /// The ids of `text` after the start token: how every example's sequence begins.
+    pub fn with_bos(&self, text: &str) -> Vec<u32> {
+        std::iter::once(self.bos())
+            .chain(self.encode(text))
+            .collect()
+    }
+
     /// The text of one token.
     pub fn piece(&self, id: u32) -> String {
         match self {
